@@ -1,0 +1,177 @@
+"""Operators for each stage of a deployment: thin glue between Airflow and the pipeline core.
+
+Each resolves connections and settings, calls :mod:`cloud_deploy_provider.pipeline`, logs, and
+returns a small JSON result for XCom. A failure is also recorded as the ``error`` XCom, which is
+where the REST status reads the reason from. Heavy imports happen inside ``execute`` so DAG
+files parse fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseHook, BaseOperator
+from airflow.sdk.exceptions import AirflowException
+
+MAX_ERROR_CHARS = 4000
+
+
+class CloudDeployStageOperator(BaseOperator):
+    """Runs :meth:`run_stage`; any failure becomes an ``error`` XCom and a clear task error."""
+
+    template_fields: Sequence[str] = ("user_id", "project_id")
+
+    def __init__(self, *, user_id: str, project_id: str, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.user_id = user_id
+        self.project_id = project_id
+
+    def execute(self, context: Any) -> Any:
+        try:
+            return self.run_stage(context)
+        except Exception as error:
+            message = str(error) or type(error).__name__
+            context["ti"].xcom_push(key="error", value=message[:MAX_ERROR_CHARS])
+            raise AirflowException(message) from error
+
+    def run_stage(self, context: Any) -> Any:
+        raise NotImplementedError
+
+    @property
+    def project(self):
+        from cloud_deploy_provider.identity import ProjectRef
+
+        return ProjectRef(self.user_id, self.project_id)
+
+    def loaded(self, validated: dict[str, Any]):
+        """The project as the validate task saw it, so later edits to the yaml do not leak into this run."""
+        from pathlib import Path
+
+        from cloud_deploy_provider.pipeline import LoadedProject
+        from cloud_deploy_provider.spec import DeploymentSpec
+
+        return LoadedProject(self.project, DeploymentSpec.model_validate(validated["spec"]), Path(validated["folder"]))
+
+    def registry(self):
+        from cloud_deploy_provider.registry import Registry
+        from cloud_deploy_provider.settings import EngineSettings
+
+        conn_id = EngineSettings.from_env().registry_conn_id
+        if not conn_id:
+            return None
+        return Registry.from_connection(BaseHook.get_connection(conn_id))
+
+    def docker_client(self):
+        from cloud_deploy_provider.hooks.docker_engine import engine_client
+
+        return engine_client()
+
+
+class CloudDeployValidateOperator(CloudDeployStageOperator):
+    """Check the identifiers, deployment.yaml, the files it names and that the target exists."""
+
+    def run_stage(self, context: Any) -> dict[str, Any]:
+        from cloud_deploy_provider.pipeline import load_project
+
+        loaded = load_project(self.user_id, self.project_id)
+        self.log.info("%s/%s: deploy.type %s, service %s", self.user_id, self.project_id,
+                      loaded.spec.deploy.type, loaded.spec.deploy.service_name)
+        return {"spec": loaded.spec.to_dict(), "folder": str(loaded.folder), "type": loaded.spec.deploy.type}
+
+
+class CloudDeployBuildOperator(CloudDeployStageOperator):
+    """Build the image, or skip when the engine or registry already has its build key."""
+
+    template_fields: Sequence[str] = ("user_id", "project_id", "validated")
+
+    def __init__(self, *, validated: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.validated = validated
+
+    def run_stage(self, context: Any) -> dict[str, Any]:
+        from cloud_deploy_provider.pipeline import build
+        from cloud_deploy_provider.settings import BuildSettings
+
+        built = build(self.loaded(self.validated), self.docker_client(), BuildSettings.from_env(),
+                      self.registry(), self.log.info)
+        return built.to_dict()
+
+
+class CloudDeployPushOperator(CloudDeployStageOperator):
+    """Push to the configured registry and confirm the digest; a no-op for the docker target without one."""
+
+    template_fields: Sequence[str] = ("user_id", "project_id", "validated", "built")
+
+    def __init__(self, *, validated: Any, built: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.validated = validated
+        self.built = built
+
+    def run_stage(self, context: Any) -> dict[str, Any]:
+        from cloud_deploy_provider.pipeline import BuiltImage, push
+
+        built = BuiltImage(**self.built)
+        return push(built, self.docker_client(), self.registry(), self.validated["type"], self.log.info).to_dict()
+
+
+class CloudDeployTargetOperator(CloudDeployStageOperator):
+    """Create or update the deployment on its target."""
+
+    template_fields: Sequence[str] = ("user_id", "project_id", "validated", "image")
+
+    def __init__(self, *, validated: Any, image: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.validated = validated
+        self.image = image
+
+    def run_stage(self, context: Any) -> dict[str, Any]:
+        from cloud_deploy_provider.pipeline import image_ref, make_target
+
+        loaded = self.loaded(self.validated)
+        target = make_target(self.project, loaded.spec.deploy.type, self.log.info)
+        return target.deploy(loaded.spec, image_ref(self.image)).to_dict()
+
+
+class CloudDeployWaitReadyOperator(CloudDeployStageOperator):
+    """Wait until the target reports the service ready, within ``deploy.readiness.timeout_seconds``."""
+
+    template_fields: Sequence[str] = ("user_id", "project_id", "validated")
+
+    def __init__(self, *, validated: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.validated = validated
+
+    def run_stage(self, context: Any) -> dict[str, Any]:
+        from cloud_deploy_provider.pipeline import make_target, wait_ready
+
+        loaded = self.loaded(self.validated)
+        target = make_target(self.project, loaded.spec.deploy.type, self.log.info)
+        return wait_ready(target, loaded.spec, self.log.info).to_dict()
+
+
+class CloudUndeployOperator(CloudDeployStageOperator):
+    """Delete everything the project's deployment created. Idempotent.
+
+    The target comes from ``spec`` (the last deployed spec, passed by the REST API) or else from
+    the project's current deployment.yaml.
+    """
+
+    def __init__(self, *, spec: dict[str, Any] | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.spec = spec
+
+    def run_stage(self, context: Any) -> dict[str, Any]:
+        from cloud_deploy_provider.pipeline import make_target
+        from cloud_deploy_provider.spec import DeploymentSpec, load_spec
+        from cloud_deploy_provider.workspace import spec_path
+
+        last_deployed = self.spec or context["params"].get("spec")
+        if last_deployed:
+            spec = DeploymentSpec.model_validate(last_deployed)
+        else:
+            spec = load_spec(spec_path(self.project))
+        target = make_target(self.project, spec.deploy.type, self.log.info)
+        removed = target.stop(spec)
+        self.log.info("removed %d resource(s): %s", len(removed), ", ".join(removed) or "none (already gone)")
+        return {"type": spec.deploy.type, "removed": removed}

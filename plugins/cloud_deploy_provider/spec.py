@@ -1,0 +1,765 @@
+"""Models and a safe loader for TANGO's ``deployment.yaml``.
+
+The models accept TANGO's published samples unchanged, while every value that
+later reaches a Dockerfile, a command line, a file path or a resource name is
+held to a strict grammar. Every problem is reported at once, as
+``dotted.path: message``, in a :class:`SpecError`.
+
+Core layer: no airflow or docker imports.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import math
+import pathlib
+import re
+import types
+import typing
+from collections.abc import Callable, Iterable
+from functools import partial
+from typing import Annotated, Any, Literal
+
+import yaml
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
+
+__all__ = [
+    "KNOWN_DEPLOY_TYPES",
+    "MAX_SPEC_BYTES",
+    "Accelerator",
+    "Build",
+    "Components",
+    "CustomPackages",
+    "Deploy",
+    "DeploymentSpec",
+    "K8s",
+    "ModelService",
+    "Network",
+    "OptionalFiles",
+    "Readiness",
+    "Resources",
+    "SpecError",
+    "check_project_files",
+    "load_spec",
+    "parse_spec_text",
+    "validate_spec_data",
+]
+
+MAX_SPEC_BYTES = 256 * 1024
+MAX_YAML_DEPTH = 32
+KNOWN_DEPLOY_TYPES = (
+    "docker",
+    "gcp-cloudrun",
+    "aws-ecs",
+    "aws-sagemaker",
+    "aws-batch",
+    "compute-session",
+    "kubernetes",
+    "ktc",
+)
+ARCHITECTURES = ("x86", "x86_64", "amd64", "arm", "arm64", "aarch64")
+ACCELERATOR_TYPES = ("cpu", "gpu", "npu", "tpu")
+ACCELERATOR_VENDORS = ("nvidia", "amd", "rebellion", "google", "intel")
+DEFAULT_SOURCE = "deployment.yaml"
+
+
+class SpecError(ValueError):
+    """Every problem found, each as 'dotted.path: message a user can act on'."""
+
+    def __init__(self, problems: str | Iterable[str]) -> None:
+        self.problems: list[str] = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def __reduce__(self):
+        return type(self), (self.problems,)
+
+
+# --------------------------------------------------------------------------- grammars
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}", re.ASCII)
+_OS = re.compile(r"[a-z]+(?:[0-9][0-9.]*)?", re.ASCII)
+_SERVICE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?", re.ASCII)
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
+_APT_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+~:-]+)?", re.ASCII)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+_VENDOR_RESOURCE_KEY = re.compile(r"[a-z0-9-]+(?:\.[a-z0-9-]+)+", re.ASCII)
+_HTTP_PATH = re.compile(r"/[A-Za-z0-9._~/?=&%+-]*", re.ASCII)
+_HOSTNAME_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", re.ASCII)
+_PYTHON_VERSION = re.compile(r"[0-9]+\.[0-9]+(?:\.[0-9]+)?", re.ASCII)
+_ABSOLUTE_PATH_PART = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
+_RELATIVE_PATH_PART = re.compile(r"[A-Za-z0-9._ -]+", re.ASCII)
+
+# Docker image reference, per github.com/distribution/reference (regexp.go).
+_IMAGE_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_IMAGE_HOST = rf"(?:{_IMAGE_DOMAIN_PART}(?:\.{_IMAGE_DOMAIN_PART})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_IMAGE_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_REFERENCE = re.compile(
+    rf"(?:{_IMAGE_HOST}/)?{_IMAGE_PATH_PART}(?:/{_IMAGE_PATH_PART})*"
+    r"(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?",
+    re.ASCII,
+)
+MAX_IMAGE_REFERENCE = 255
+MAX_PATH = 255
+MAX_ARG = 4096
+MAX_REQUIREMENT = 200
+MAX_HTTP_PATH = 512
+
+
+# --------------------------------------------------------------------------- value checks
+
+
+def _fail(message: str) -> typing.NoReturn:
+    raise PydanticCustomError("spec", message)
+
+
+def _show(value: Any) -> str:
+    """A short, YAML-flavoured rendering of a user value for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _kind(value: Any) -> str:
+    kinds = [
+        (bool, "a boolean"),
+        (int, "an integer"),
+        (float, "a number"),
+        (str, "a string"),
+        (list, "a list"),
+        (dict, "a mapping"),
+    ]
+    if value is None:
+        return "null"
+    return next((name for cls, name in kinds if isinstance(value, cls)), type(value).__name__)
+
+
+def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    matches = difflib.get_close_matches(word, list(candidates), n=1)
+    return f"did you mean {matches[0]!r}?" if matches else ""
+
+
+def _require_str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        _fail(f"must be {what}, got {_kind(value)} {_show(value)}")
+    return value
+
+
+def _grammar(pattern: re.Pattern[str], what: str, *, max_len: int | None = None, lower: bool = False):
+    def check(value: Any) -> str:
+        text = _require_str(value, what)
+        if lower:
+            text = text.lower()
+        if (max_len is not None and len(text) > max_len) or not pattern.fullmatch(text):
+            _fail(f"{_show(value)} is not {what}")
+        return text
+
+    return BeforeValidator(check)
+
+
+def _one_of(choices: tuple[str, ...], what: str):
+    def check(value: Any) -> str:
+        text = _require_str(value, f"a {what}").lower()
+        if text not in choices:
+            hint = _did_you_mean(text, choices)
+            _fail(f"{_show(value)} is not a known {what}; {hint + ' ' if hint else ''}expected one of: {', '.join(choices)}")
+        return text
+
+    return BeforeValidator(check)
+
+
+def _describe_range(integer: bool, low: float | None, high: float | None, above: float | None) -> str:
+    bounds = []
+    if above is not None:
+        bounds.append(f"greater than {above}")
+    if low is not None and high is not None:
+        bounds.append(f"from {low} to {high}")
+    elif low is not None:
+        bounds.append(f"of at least {low}")
+    elif high is not None:
+        bounds.append(f"at most {high}")
+    if above is not None and high is not None and low is None:
+        bounds = [f"greater than {above} and at most {high}"]
+    return " ".join(["an integer" if integer else "a number", *bounds])
+
+
+def _ranged(*, integer: bool, low: float | None = None, high: float | None = None, above: float | None = None):
+    """A number check that refuses booleans (YAML ``yes``) and non-numbers."""
+    description = _describe_range(integer, low, high, above)
+    accepted = int if integer else (int, float)
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, accepted) or not math.isfinite(value):
+            _fail(f"must be {description}, got {_kind(value)} {_show(value)}")
+        too_low = (above is not None and value <= above) or (low is not None and value < low)
+        if too_low or (high is not None and value > high):
+            _fail(f"must be {description}, got {value}")
+        return value
+
+    return BeforeValidator(check)
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        _fail(f"must be a port number (1–65535), got {_kind(value)} {_show(value)}")
+    if not 1 <= value <= 65535:
+        _fail(f"{value} is not a port (1–65535)")
+    return value
+
+
+def _single_line(value: Any, what: str, *, max_len: int | None = None) -> str:
+    """A scalar as text; ints and floats become strings, other types are refused."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        _fail(f"must be {what}, got {_kind(value)} {_show(value)}; put it in quotes")
+    text = value if isinstance(value, str) else str(value)
+    if "\x00" in text:
+        _fail(f"{_show(text)} contains a NUL character")
+    if "\n" in text or "\r" in text:
+        _fail(f"{_show(text)} contains a line break")
+    if max_len is not None and len(text) > max_len:
+        _fail(f"{_show(text)} is longer than {max_len} characters")
+    return text
+
+
+def _arg_list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        _fail(f"must be a list of arguments such as [run.sh, --port, '8080'], got {_kind(value)} {_show(value)}")
+    if not value:
+        _fail("must not be an empty list")
+    return value
+
+
+def _command(value: Any) -> list[Any]:
+    return [value] if isinstance(value, str) else _arg_list(value)
+
+
+def _program_named(args: list[str]) -> list[str]:
+    if not args[0]:
+        _fail("the first argument (the program to run) must not be empty")
+    return args
+
+
+def _path_problem(text: str, *, absolute: bool) -> str | None:
+    if len(text) > MAX_PATH:
+        return f"is longer than {MAX_PATH} characters"
+    if absolute != text.startswith("/"):
+        return "must be an absolute path (start with '/')" if absolute else "must be relative to the project directory"
+    part_grammar = _ABSOLUTE_PATH_PART if absolute else _RELATIVE_PATH_PART
+    allowed = "letters, digits, '.', '_', '-'" + ("" if absolute else ", ' '")
+    for part in text.split("/")[1:] if absolute else text.split("/"):
+        if part in ("", ".", ".."):
+            return "must not contain empty, '.' or '..' path components"
+        if not part_grammar.fullmatch(part):
+            return f"has a path component {part!r} with characters other than {allowed}"
+    return None
+
+
+def _posix_path(value: Any, *, absolute: bool) -> str:
+    what = "an absolute path" if absolute else "a path relative to the project directory"
+    text = _require_str(value, what)
+    problem = _path_problem(text, absolute=absolute)
+    if problem:
+        _fail(f"{_show(value)} {problem}")
+    return text
+
+
+def _service_name(value: Any) -> str:
+    text = _require_str(value, "a service name")
+    if not _SERVICE_NAME.fullmatch(text) or ".." in text:
+        _fail(
+            f"{_show(value)} is not a valid service name (1–63 letters, digits, '.', '_', '-', "
+            "starting and ending with a letter or digit, no '..')"
+        )
+    return text
+
+
+def _image_reference(value: Any) -> str:
+    text = _require_str(value, "a Docker image reference")
+    if len(text) > MAX_IMAGE_REFERENCE or not _IMAGE_REFERENCE.fullmatch(text):
+        _fail(
+            f"{_show(value)} is not a valid Docker image reference "
+            "([host[:port]/]lowercase/path[:tag][@sha256:digest], e.g. registry.example.com:5000/team/app:1.0)"
+        )
+    return text
+
+
+def _ip_address(value: Any) -> str:
+    text = _require_str(value, "an IP address")
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        _fail(f"{_show(value)} is not an IP address")
+
+
+def _host(value: Any) -> str:
+    text = _require_str(value, "an IP address or host name")
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    labels = text.split(".")
+    if len(text) > 253 or labels[-1].isdigit() or not all(_HOSTNAME_LABEL.fullmatch(label) for label in labels):
+        _fail(f"{_show(value)} is not an IP address or host name")
+    return text
+
+
+def _is_python(requirement: Requirement) -> bool:
+    return canonicalize_name(requirement.name) == "python"
+
+
+def _requirement(value: Any, *, allow_python: bool) -> str:
+    text = _require_str(value, "a PEP 508 requirement such as 'torch>=1.1.0'")
+    if len(text) > MAX_REQUIREMENT:
+        _fail(f"{_show(text)} is longer than {MAX_REQUIREMENT} characters")
+    if any(char in text for char in "\x00\r\n"):
+        _fail(f"{_show(text)} contains a line break or NUL character")
+    if "@" in text:
+        _fail(f"{_show(text)} is a direct URL reference; only index requirements like 'name>=1.0' are allowed")
+    try:
+        requirement = Requirement(text)
+    except InvalidRequirement as exc:
+        _fail(f"{_show(text)} is not a valid PEP 508 requirement ({str(exc).splitlines()[0]})")
+    if _is_python(requirement):
+        _check_python_pin(requirement, text, allow_python=allow_python)
+    return text
+
+
+def _check_python_pin(requirement: Requirement, text: str, *, allow_python: bool) -> None:
+    if not allow_python:
+        _fail(f"{_show(text)}: python is not a pip package; pin it in build.components.libs as python==3.11")
+    specifiers = list(requirement.specifier)
+    exact = len(specifiers) == 1 and specifiers[0].operator == "=="
+    if requirement.extras or requirement.marker or not exact or not _PYTHON_VERSION.fullmatch(specifiers[0].version):
+        _fail(f"{_show(text)}: the Python version must be written as python==X.Y or python==X.Y.Z")
+
+
+def _python_pin_of(text: str) -> str | None:
+    requirement = Requirement(text)
+    return next(iter(requirement.specifier)).version if _is_python(requirement) else None
+
+
+def _at_most_one_python_pin(libs: list[str]) -> list[str]:
+    if sum(_python_pin_of(lib) is not None for lib in libs) > 1:
+        _fail("python==X.Y is given more than once; keep one")
+    return libs
+
+
+def _vendor_resource_key(value: Any) -> str:
+    text = _require_str(value, "a resource name")
+    if not _VENDOR_RESOURCE_KEY.fullmatch(text):
+        hint = _did_you_mean(text, Resources.model_fields)
+        _fail(
+            "unknown key; "
+            + (hint or "expected cpu, memory, gpu or a vendor key such as 'atom-max.device'")
+        )
+    return text
+
+
+def _accelerator_fields(text: str) -> dict[str, Any]:
+    parts = text.split(":")
+    if len(parts) > 4:
+        _fail(f"{_show(text)} is not an accelerator; write type[:vendor[:model[:count]]], e.g. 'gpu:nvidia:a100:2'")
+    fields = dict(zip(("type", "vendor", "model", "count"), parts))
+    count = fields.get("count")
+    if count is not None and count.isascii() and count.isdigit():
+        fields["count"] = int(count)
+    return {key: part for key, part in fields.items() if part != ""}
+
+
+Port = Annotated[int, BeforeValidator(_port)]
+Name = Annotated[str, _grammar(_NAME, "a name of lowercase letters, digits, '.', '_', '-' (up to 63)")]
+ModelName = Annotated[str, _grammar(_MODEL_NAME, "a name of letters, digits, '.', '_', '-' (up to 128)")]
+AbsolutePath = Annotated[str, BeforeValidator(partial(_posix_path, absolute=True))]
+RelativePath = Annotated[str, BeforeValidator(partial(_posix_path, absolute=False))]
+Arg = Annotated[str, BeforeValidator(partial(_single_line, what="an argument string", max_len=MAX_ARG))]
+Command = Annotated[list[Arg], BeforeValidator(_command), AfterValidator(_program_named)]
+ArgList = Annotated[list[Arg], BeforeValidator(_arg_list), AfterValidator(_program_named)]
+EnvName = Annotated[
+    str,
+    _grammar(_ENV_NAME, "a valid environment variable name (letters, digits and '_', not starting with a digit)"),
+]
+EnvValue = Annotated[str, BeforeValidator(partial(_single_line, what="a string"))]
+Lib = Annotated[str, BeforeValidator(partial(_requirement, allow_python=True))]
+PypiPackage = Annotated[str, BeforeValidator(partial(_requirement, allow_python=False))]
+AptPackage = Annotated[
+    str,
+    _grammar(_APT_PACKAGE, "a Debian package name (lowercase letters, digits, '+', '.', '-', optionally =version)"),
+]
+VendorResourceKey = Annotated[str, BeforeValidator(_vendor_resource_key)]
+PositiveNumber = Annotated[int | float, _ranged(integer=False, above=0)]
+
+
+# --------------------------------------------------------------------------- models
+
+
+class _SpecModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class Accelerator(_SpecModel):
+    type: Annotated[Literal["cpu", "gpu", "npu", "tpu"], _one_of(ACCELERATOR_TYPES, "accelerator type")]
+    vendor: (
+        Annotated[
+            Literal["nvidia", "amd", "rebellion", "google", "intel"],
+            _one_of(ACCELERATOR_VENDORS, "accelerator vendor"),
+        ]
+        | None
+    ) = None
+    model: Annotated[str, _grammar(_NAME, "an accelerator model such as a100", lower=True)] | None = None
+    count: Annotated[int, _ranged(integer=True, low=0)] = 0
+    shares: Annotated[float, _ranged(integer=False, above=0)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_shorthand(cls, data: Any) -> Any:
+        if isinstance(data, Accelerator):
+            return data
+        if isinstance(data, str):
+            data = _accelerator_fields(data)
+        elif isinstance(data, dict):
+            data = dict(data)
+        else:
+            _fail(
+                f"must be one of {', '.join(ACCELERATOR_TYPES)}, a 'type:vendor:model:count' string "
+                f"or a mapping, got {_kind(data)} {_show(data)}"
+            )
+        if "count" not in data:
+            accelerator_type = data.get("type")
+            is_cpu = isinstance(accelerator_type, str) and accelerator_type.lower() == "cpu"
+            data["count"] = 0 if is_cpu else 1
+        return data
+
+
+class CustomPackages(_SpecModel):
+    apt: list[AptPackage] = []
+    pypi: list[PypiPackage] = []
+
+
+class Components(_SpecModel):
+    engine: Name | None = None
+    libs: Annotated[list[Lib], AfterValidator(_at_most_one_python_pin)] = []
+    custom_packages: CustomPackages = Field(default_factory=CustomPackages)
+
+    @property
+    def python_version(self) -> str | None:
+        return next((pin for pin in map(_python_pin_of, self.libs) if pin), None)
+
+    @property
+    def pip_requirements(self) -> list[str]:
+        wanted = [lib for lib in self.libs if _python_pin_of(lib) is None] + self.custom_packages.pypi
+        normalised = (str(Requirement(requirement)) for requirement in wanted)
+        return list(dict.fromkeys(normalised))
+
+
+class Build(_SpecModel):
+    architecture: Annotated[str, _one_of(ARCHITECTURES, "architecture")] = "x86"
+    accelerator: Accelerator = Field(default_factory=lambda: Accelerator(type="cpu"))
+    os: Annotated[str, _grammar(_OS, "an OS name such as ubuntu20.04, debian12 or rhel8")] | None = None
+    image_uri: Annotated[str, BeforeValidator(_image_reference)] | None = None
+    components: Components = Field(default_factory=Components)
+
+
+class Resources(_SpecModel):
+    """cpu, memory (MB) and gpu, plus vendor keys such as ``atom-max.device``."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[VendorResourceKey, PositiveNumber] = Field(init=False)
+
+    cpu: Annotated[float, _ranged(integer=False, above=0, high=512)] | None = None
+    memory: Annotated[int, _ranged(integer=True, above=0)] | None = None
+    gpu: Annotated[int, _ranged(integer=True, low=0)] | None = None
+
+    @property
+    def extra(self) -> dict[str, int | float]:
+        return dict(self.model_extra or {})
+
+
+class Network(_SpecModel):
+    service_host_ip: Annotated[str, BeforeValidator(_ip_address)] | None = None
+    service_host_port: Port | None = None
+    service_container_port: Port | None = None
+
+    @property
+    def container_port(self) -> int | None:
+        return self.service_container_port or self.service_host_port
+
+
+class K8s(_SpecModel):
+    nfsip: Annotated[str, BeforeValidator(_host)] | None = None
+    nfspath: AbsolutePath | None = None
+
+
+class ModelService(_SpecModel):
+    model: ModelName
+    scaling_group: ModelName | None = None
+
+
+class Readiness(_SpecModel):
+    check: Annotated[Literal["http", "tcp"], _one_of(("http", "tcp"), "readiness check")] = "http"
+    path: Annotated[
+        str,
+        _grammar(_HTTP_PATH, "an HTTP path such as /health (letters, digits and ._~/?=&%+-)", max_len=MAX_HTTP_PATH),
+    ] = "/"
+    timeout_seconds: Annotated[int, _ranged(integer=True, low=1, high=3600)] = 180
+    interval_seconds: Annotated[float, _ranged(integer=False, low=0.1, high=60)] = 1.0
+
+
+class Deploy(_SpecModel):
+    type: Annotated[str, _one_of(KNOWN_DEPLOY_TYPES, "deploy type")]
+    service_name: Annotated[str, BeforeValidator(_service_name)] = Field(
+        validation_alias=AliasChoices("service_name", "name")
+    )
+    work_dir: AbsolutePath = "/workspace"
+    pre_exec: list[Command] = []
+    entrypoint: ArgList | None = None
+    env: dict[EnvName, EnvValue] = {}
+    resources: Resources = Field(default_factory=Resources)
+    network: Network | None = None
+    k8s: K8s | None = None
+    model_service: ModelService | None = None
+    replicas: Annotated[int, _ranged(integer=True, low=1, high=100)] = 1
+    readiness: Readiness = Field(default_factory=Readiness)
+
+
+class OptionalFiles(_SpecModel):
+    nn_file: RelativePath | None = None
+    weight_file: RelativePath | None = None
+    annotation_file: RelativePath | None = None
+
+
+class DeploymentSpec(_SpecModel):
+    build: Build
+    deploy: Deploy
+    optional: OptionalFiles | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=False, exclude_none=True)
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load`` without anchors, aliases, merge keys, duplicate or non-string keys."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise ComposerError(None, None, "YAML anchors and aliases (& and *) are not allowed", event.start_mark)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node, deep=False):
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise ConstructorError(None, None, "merge keys (<<) are not allowed", key_node.start_mark)
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                raise ConstructorError(
+                    None, None, f"keys must be strings, got {_kind(key)} {_show(key)}; put it in quotes", key_node.start_mark
+                )
+            if key in seen:
+                raise ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return yaml.constructor.BaseConstructor.construct_mapping(self, node, deep=deep)
+
+
+def _describe_yaml_error(exc: yaml.YAMLError) -> str:
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return f"invalid YAML: {exc}"
+    problem = exc.problem or "invalid YAML"
+    if problem == "but found another document":
+        problem = "more than one YAML document ('---'); keep a single document"
+    elif exc.context:
+        problem = f"{problem} ({exc.context})"
+    mark = exc.problem_mark or exc.context_mark
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else problem
+
+
+def _decode(text: str | bytes, source: str) -> str:
+    size = len(text) if isinstance(text, bytes) else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_SPEC_BYTES:
+        raise SpecError(f"{source}: larger than {MAX_SPEC_BYTES} bytes")
+    if isinstance(text, str):
+        return text
+    try:
+        return text.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{source}: not valid UTF-8 (byte {exc.start})") from None
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    loader = _StrictLoader(text)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{source}: {_describe_yaml_error(exc)}") from None
+    finally:
+        loader.dispose()
+
+
+# --------------------------------------------------------------------------- error reporting
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part != "[key]":
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, Annotated):
+        return next(filter(None, map(_model_in, typing.get_args(annotation))), None)
+    return None
+
+
+def _keys_of(model: type[BaseModel]) -> dict[str, str]:
+    """Every accepted key of a model, mapped to the field it fills."""
+    keys = {}
+    for name, field in model.model_fields.items():
+        keys[name] = name
+        if isinstance(field.validation_alias, AliasChoices):
+            keys.update({alias: name for alias in field.validation_alias.choices if isinstance(alias, str)})
+    return keys
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = DeploymentSpec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field_name = _keys_of(model).get(part)
+        if field_name is None:
+            return None
+        model = _model_in(model.model_fields[field_name].annotation)
+        if model is None:
+            return None
+    return model
+
+
+def _unknown_key_message(loc: tuple[Any, ...]) -> str:
+    key, model = str(loc[-1]), _model_at(loc[:-1])
+    if model is None:
+        return "unknown key"
+    keys = _keys_of(model)
+    if key in keys:
+        return f"{key!r} and {keys[key]!r} are the same setting; give only {keys[key]!r}"
+    return "unknown key; " + (_did_you_mean(key, keys) or f"expected one of: {', '.join(model.model_fields)}")
+
+
+def _message(error: dict[str, Any]) -> str:
+    kind, value = error["type"], error.get("input")
+    if kind == "spec":
+        return error["msg"]
+    if kind == "missing":
+        return "required"
+    if kind == "extra_forbidden":
+        return _unknown_key_message(error["loc"])
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"must be a mapping, got {_kind(value)} {_show(value)}"
+    if kind == "list_type":
+        return f"must be a list, got {_kind(value)} {_show(value)}"
+    return f"{error['msg']} (got {_show(value)})"
+
+
+def _problems(error: ValidationError, source: str) -> list[str]:
+    return [f"{_dotted(e['loc']) or source}: {_message(e)}" for e in error.errors(include_url=False)]
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def validate_spec_data(data: Any, *, source: str = DEFAULT_SOURCE) -> DeploymentSpec:
+    """Validate already-parsed data (e.g. a JSON body), raising SpecError with every problem."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: the top level must be a mapping with 'build' and 'deploy', got {_kind(data)}")
+    try:
+        return DeploymentSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_problems(exc, source)) from None
+
+
+def parse_spec_text(text: str | bytes, *, source: str = DEFAULT_SOURCE) -> DeploymentSpec:
+    data = _load_yaml(_decode(text, source), source)
+    if data is None:
+        raise SpecError(f"{source}: the document is empty")
+    return validate_spec_data(data, source=source)
+
+
+def load_spec(path: pathlib.Path) -> DeploymentSpec:
+    source = str(path)
+    try:
+        with open(path, "rb") as stream:
+            raw = stream.read(MAX_SPEC_BYTES + 1)
+    except FileNotFoundError:
+        raise SpecError(f"{source}: not found") from None
+    except IsADirectoryError:
+        raise SpecError(f"{source}: is a directory, not a file") from None
+    except OSError as exc:
+        raise SpecError(f"{source}: cannot be read ({exc.strerror or exc})") from None
+    return parse_spec_text(raw, source=source)
+
+
+def _project_file_problem(field: str, relative: str, root: pathlib.Path) -> tuple[pathlib.Path | None, str | None]:
+    try:
+        resolved = (root / relative).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None, f"optional.{field}: {relative!r} not found in the project directory {str(root)!r}"
+    if not resolved.is_relative_to(root):
+        return None, f"optional.{field}: {relative!r} resolves to {str(resolved)!r}, outside the project directory"
+    if not resolved.is_file():
+        return None, f"optional.{field}: {relative!r} is not a regular file"
+    return resolved, None
+
+
+def check_project_files(spec: DeploymentSpec, project_dir: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Resolve the optional files a spec names, each of which must be a regular file inside project_dir."""
+    if spec.optional is None:
+        return {}
+    root = pathlib.Path(project_dir).resolve()
+    found, problems = {}, []
+    for field in OptionalFiles.model_fields:
+        relative = getattr(spec.optional, field)
+        if relative is None:
+            continue
+        resolved, problem = _project_file_problem(field, relative, root)
+        if problem:
+            problems.append(problem)
+        else:
+            found[f"optional.{field}"] = resolved
+    if problems:
+        raise SpecError(problems)
+    return found

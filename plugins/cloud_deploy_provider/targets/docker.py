@@ -1,0 +1,211 @@
+"""The ``docker`` target: one container on a Docker engine, published on a host port."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import httpx
+
+from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
+from cloud_deploy_provider.settings import EngineSettings
+from cloud_deploy_provider.spec import DeploymentSpec
+from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
+
+LABEL_IMAGE = "io.cloud-deploy.image"
+LOG_TAIL_LINES = 20
+PROBE_TIMEOUT_SECONDS = 2.0
+STOP_TIMEOUT_SECONDS = 10
+
+
+class DockerTargetError(RuntimeError):
+    pass
+
+
+class DockerTarget:
+    type: ClassVar[str] = "docker"
+
+    def __init__(
+        self,
+        project: ProjectRef,
+        log: Callable[[str], None] = print,
+        client: Any = None,
+        settings: EngineSettings | None = None,
+    ):
+        self.project = project
+        self.log = log
+        self.settings = settings or EngineSettings.from_env()
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from cloud_deploy_provider.hooks.docker_engine import engine_client
+
+            self._client = engine_client(self.settings, timeout=60)
+        return self._client
+
+    def container_name(self, spec: DeploymentSpec) -> str:
+        return self.project.resource_name(spec.deploy.service_name)
+
+    def deploy(self, spec: DeploymentSpec, image: ImageRef) -> DeployResult:
+        if not spec.deploy.entrypoint:
+            raise DockerTargetError("deploy.entrypoint: required for the docker target")
+        name = self.container_name(spec)
+        current = self._inspect(name)
+        url = self.url(spec)
+        image_id = image.image_id or self.client.inspect_image(image.reference)["Id"]
+        if current and current["Image"] == image_id and current["State"]["Running"]:
+            self.log(f"container {name} already runs {image.reference}; nothing to change")
+            return DeployResult(self.type, {"container": name, "container_id": current["Id"]}, url, changed=False)
+        new_id = self._create(spec, image, f"{name}-next-{secrets.token_hex(3)}")
+        self._swap(name, current, new_id)
+        self.log(f"container {name} ({new_id[:12]}) started from {image.reference}")
+        return DeployResult(self.type, {"container": name, "container_id": new_id}, url)
+
+    def _create(self, spec: DeploymentSpec, image: ImageRef, temporary_name: str) -> str:
+        deploy = spec.deploy
+        ports, bindings = {}, {}
+        if deploy.network and deploy.network.service_host_port:
+            container_port = f"{deploy.network.container_port}/tcp"
+            ports = [container_port]
+            bindings = {container_port: (self.settings.publish_ip, deploy.network.service_host_port)}
+        host_config = self.client.create_host_config(
+            port_bindings=bindings,
+            restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
+            **self._resource_limits(spec),
+        )
+        labels = {**self.project.labels(deploy.service_name), LABEL_IMAGE: image.reference}
+        created = self.client.create_container(
+            image=image.image_id or image.reference,
+            name=temporary_name,
+            ports=ports or None,
+            environment=dict(deploy.env),
+            labels=labels,
+            host_config=host_config,
+            working_dir=deploy.work_dir,
+        )
+        return created["Id"]
+
+    @staticmethod
+    def _resource_limits(spec: DeploymentSpec) -> dict[str, Any]:
+        resources = spec.deploy.resources
+        limits: dict[str, Any] = {}
+        if resources.cpu:
+            limits["nano_cpus"] = int(resources.cpu * 1e9)
+        if resources.memory:
+            limits["mem_limit"] = f"{resources.memory}m"
+        gpus = resources.gpu or (spec.build.accelerator.count if spec.build.accelerator.type == "gpu" else 0)
+        if gpus:
+            from docker.types import DeviceRequest
+
+            limits["device_requests"] = [DeviceRequest(count=gpus, capabilities=[["gpu"]])]
+        return limits
+
+    def _swap(self, name: str, current: dict | None, new_id: str) -> None:
+        """Replace the old container by the new one, putting the old one back if the new one cannot start.
+
+        The host port can be bound by one container at a time, so the old one stops first.
+        """
+        previous = f"{name}-previous"
+        if current:
+            self.client.stop(current["Id"], timeout=STOP_TIMEOUT_SECONDS)
+            self.client.rename(current["Id"], previous)
+        try:
+            self.client.start(new_id)
+        except Exception as error:
+            self.client.remove_container(new_id, force=True)
+            if current:
+                self.client.rename(current["Id"], name)
+                self.client.start(current["Id"])
+            raise DockerTargetError(f"the new container did not start, the previous one was kept: {error}") from error
+        self.client.rename(new_id, name)
+        if current:
+            self.client.remove_container(current["Id"], force=True)
+
+    def _inspect(self, name: str) -> dict | None:
+        from docker.errors import NotFound
+
+        try:
+            return self.client.inspect_container(name)
+        except NotFound:
+            return None
+
+    def url(self, spec: DeploymentSpec) -> str | None:
+        network = spec.deploy.network
+        if not network or not network.service_host_port:
+            return None
+        host = self.settings.publish_ip
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"http://{host}:{network.service_host_port}"
+
+    def status(self, spec: DeploymentSpec) -> TargetStatus:
+        name = self.container_name(spec)
+        container = self._inspect(name)
+        if container is None:
+            return TargetStatus("absent", message=f"container {name} does not exist")
+        state = container["State"]
+        details = {"container": name, "container_id": container["Id"], "engine_state": state["Status"]}
+        if not state["Running"]:
+            code = state.get("ExitCode")
+            message = f"container {name} {state['Status']} with exit code {code}"
+            tail = self.logs_tail(container["Id"])
+            if tail:
+                message += f"; last log lines:\n{tail}"
+            return TargetStatus("exited", message=message, details={**details, "exit_code": code})
+        url = self.url(spec)
+        if url is None:
+            return TargetStatus("running", message=f"container {name} is running (no port published)", details=details)
+        ready, why = self.probe(spec, url)
+        if not ready:
+            return TargetStatus("starting", url, f"container {name} is running but not ready: {why}", details)
+        return TargetStatus("running", url, f"container {name} is running and answers at {url}", details)
+
+    def probe(self, spec: DeploymentSpec, url: str) -> tuple[bool, str]:
+        readiness = spec.deploy.readiness
+        if readiness.check == "tcp":
+            return _tcp_ready(self.settings.publish_ip, spec.deploy.network.service_host_port)
+        try:
+            response = httpx.get(url + readiness.path, timeout=PROBE_TIMEOUT_SECONDS)
+        except httpx.HTTPError as error:
+            return False, f"GET {readiness.path}: {type(error).__name__}"
+        if response.status_code >= 500:
+            return False, f"GET {readiness.path}: HTTP {response.status_code}"
+        return True, f"GET {readiness.path}: HTTP {response.status_code}"
+
+    def logs_tail(self, container_id: str, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            return self.client.logs(container_id, tail=lines).decode(errors="replace").strip()
+        except Exception:  # the container may be gone between inspect and logs
+            return ""
+
+    def stop(self, spec: DeploymentSpec | None) -> list[str]:
+        removed = []
+        for container in self.client.containers(all=True, filters={"label": f"{LABEL_KEY}={self.project.key}"}):
+            self.client.remove_container(container["Id"], force=True)
+            removed.append(container["Names"][0].lstrip("/"))
+            self.log(f"removed container {removed[-1]}")
+        return removed
+
+
+def _tcp_ready(host: str, port: int) -> tuple[bool, str]:
+    """Connected and not closed by the peer within a moment.
+
+    docker-proxy accepts on the host port even when nothing listens in the container, then
+    closes the connection at once; a live server keeps it open.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=PROBE_TIMEOUT_SECONDS) as connection:
+            connection.settimeout(0.3)
+            try:
+                closed = connection.recv(1) == b""
+            except TimeoutError:
+                closed = False
+            return (not closed, "connection closed by peer" if closed else "port accepts")
+    except OSError as error:
+        return False, f"connect: {error}"
+
+
