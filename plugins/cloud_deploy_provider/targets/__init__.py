@@ -73,6 +73,10 @@ class Target(Protocol):
     def stop(self, spec: DeploymentSpec | None) -> list[str]:
         """Delete everything this project created there; returns what was removed. Idempotent."""
 
+    @classmethod
+    def describe(cls, project: ProjectRef, spec: DeploymentSpec, settings: Any) -> dict[str, Any]:
+        """The resources a deploy would create, as plain data, without touching the target."""
+
 
 class UnknownTarget(ValueError):
     pass

@@ -65,44 +65,59 @@ class DockerTarget:
         self.log(f"container {name} ({new_id[:12]}) started from {image.reference}")
         return DeployResult(self.type, {"container": name, "container_id": new_id}, url)
 
-    def _create(self, spec: DeploymentSpec, image: ImageRef, temporary_name: str) -> str:
+    def container_config(self, spec: DeploymentSpec, image: str) -> dict[str, Any]:
+        """The container this target runs for ``spec``, as plain data (what ``render`` prints)."""
         deploy = spec.deploy
-        ports, bindings = {}, {}
+        resources = deploy.resources
+        gpus = resources.gpu or (spec.build.accelerator.count if spec.build.accelerator.type == "gpu" else 0)
+        config: dict[str, Any] = {
+            "name": self.container_name(spec),
+            "image": image,
+            "labels": {**self.project.labels(deploy.service_name), LABEL_IMAGE: image},
+            "environment": dict(deploy.env),
+            "working_dir": deploy.work_dir,
+            "restart_policy": {"Name": "on-failure", "MaximumRetryCount": 3},
+            "ports": {},
+            "nano_cpus": int(resources.cpu * 1e9) if resources.cpu else None,
+            "mem_limit": f"{resources.memory}m" if resources.memory else None,
+            "gpus": gpus,
+        }
         if deploy.network and deploy.network.service_host_port:
-            container_port = f"{deploy.network.container_port}/tcp"
-            ports = [container_port]
-            bindings = {container_port: (self.settings.publish_ip, deploy.network.service_host_port)}
+            config["ports"] = {
+                f"{deploy.network.container_port}/tcp": [self.settings.publish_ip, deploy.network.service_host_port]
+            }
+        return config
+
+    @classmethod
+    def describe(cls, project: ProjectRef, spec: DeploymentSpec, settings: EngineSettings) -> dict[str, Any]:
+        return cls(project, settings=settings).container_config(spec, "<the built image>")
+
+    def _create(self, spec: DeploymentSpec, image: ImageRef, temporary_name: str) -> str:
+        config = self.container_config(spec, image.reference)
+        limits: dict[str, Any] = {}
+        if config["nano_cpus"]:
+            limits["nano_cpus"] = config["nano_cpus"]
+        if config["mem_limit"]:
+            limits["mem_limit"] = config["mem_limit"]
+        if config["gpus"]:
+            from docker.types import DeviceRequest
+
+            limits["device_requests"] = [DeviceRequest(count=config["gpus"], capabilities=[["gpu"]])]
         host_config = self.client.create_host_config(
-            port_bindings=bindings,
-            restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
-            **self._resource_limits(spec),
+            port_bindings={port: tuple(binding) for port, binding in config["ports"].items()},
+            restart_policy=config["restart_policy"],
+            **limits,
         )
-        labels = {**self.project.labels(deploy.service_name), LABEL_IMAGE: image.reference}
         created = self.client.create_container(
             image=image.image_id or image.reference,
             name=temporary_name,
-            ports=ports or None,
-            environment=dict(deploy.env),
-            labels=labels,
+            ports=list(config["ports"]) or None,
+            environment=config["environment"],
+            labels=config["labels"],
             host_config=host_config,
-            working_dir=deploy.work_dir,
+            working_dir=config["working_dir"],
         )
         return created["Id"]
-
-    @staticmethod
-    def _resource_limits(spec: DeploymentSpec) -> dict[str, Any]:
-        resources = spec.deploy.resources
-        limits: dict[str, Any] = {}
-        if resources.cpu:
-            limits["nano_cpus"] = int(resources.cpu * 1e9)
-        if resources.memory:
-            limits["mem_limit"] = f"{resources.memory}m"
-        gpus = resources.gpu or (spec.build.accelerator.count if spec.build.accelerator.type == "gpu" else 0)
-        if gpus:
-            from docker.types import DeviceRequest
-
-            limits["device_requests"] = [DeviceRequest(count=gpus, capabilities=[["gpu"]])]
-        return limits
 
     def _swap(self, name: str, current: dict | None, new_id: str) -> None:
         """Replace the old container by the new one, putting the old one back if the new one cannot start.

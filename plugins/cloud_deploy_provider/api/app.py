@@ -1,0 +1,97 @@
+"""The TANGO REST contract on FastAPI: ``GET / | /start | /stop | /status_request`` plus JSON detail.
+
+One app, built twice: mounted in the Airflow api-server under ``/cloud_deploy`` (Airflow
+authentication required) and served on its own on port 8890 for TANGO's manager (optional
+shared token). Responses keep the original module's shape: text/plain bare words on success,
+``{"detail": ...}`` on errors.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import Depends, FastAPI, Header, HTTPException, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse, Response
+
+from cloud_deploy_provider.api import deployments
+from cloud_deploy_provider.identity import IDENTIFIER_PATTERN
+
+UserId = Query(..., description="TANGO user id", max_length=64)
+ProjectId = Query(..., description="TANGO project id", max_length=64)
+
+
+def gateway_token_dependency(expected: str | None = None):
+    """Require ``Authorization: Bearer <token>`` (or ``X-Cloud-Deploy-Token``) when a token is configured."""
+    token = expected if expected is not None else os.environ.get("CLOUD_DEPLOY_GATEWAY_TOKEN", "")
+
+    def check(
+        authorization: str | None = Header(default=None),
+        x_cloud_deploy_token: str | None = Header(default=None),
+    ) -> None:
+        if not token:
+            return
+        offered = x_cloud_deploy_token or (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(offered.encode(), token.encode()):
+            raise HTTPException(status_code=401, detail="missing or wrong gateway token")
+
+    return check
+
+
+def _call(function, *args) -> Any:
+    try:
+        return function(*args)
+    except deployments.Rejected as rejected:
+        raise HTTPException(status_code=rejected.status_code, detail=rejected.detail) from None
+
+
+def create_app(dependencies: Sequence[Any] = (), root_path: str = "") -> FastAPI:
+    app = FastAPI(
+        title="Cloud Deploy",
+        description="TANGO cloud deploy API on Apache Airflow. user_id/project_id follow "
+        f"`{IDENTIFIER_PATTERN}`.",
+        version="0.1.0",
+        dependencies=list(dependencies),
+        root_path=root_path,
+    )
+
+    @app.get("/", response_class=Response, summary="Hello")
+    def hello() -> Response:
+        return Response(content="", status_code=200, media_type="text/plain")
+
+    @app.get("/start", response_class=PlainTextResponse, summary="Validate deployment.yaml and start a deploy run")
+    async def start(user_id: str = UserId, project_id: str = ProjectId) -> str:
+        project = _call(deployments.project_ref, user_id, project_id)
+        await run_in_threadpool(_call, deployments.start, project)
+        return "started"
+
+    @app.get("/stop", response_class=PlainTextResponse, summary="Stop the service and remove what it created")
+    async def stop(user_id: str = UserId, project_id: str = ProjectId) -> str:
+        project = _call(deployments.project_ref, user_id, project_id)
+        await run_in_threadpool(_call, deployments.stop, project)
+        return "finished"
+
+    @app.get("/status_request", response_class=PlainTextResponse, summary="The bare status word")
+    async def status_request(user_id: str = UserId, project_id: str = ProjectId) -> str:
+        project = _call(deployments.project_ref, user_id, project_id)
+        status = await run_in_threadpool(deployments.current_status, project)
+        if status is None:
+            raise HTTPException(status_code=404, detail="Service not found")
+        return status.status.value
+
+    @app.get("/deployments/{user_id}/{project_id}", summary="Status detail: stage, url, image, error, run ids")
+    async def deployment_detail(user_id: str, project_id: str) -> dict[str, Any]:
+        project = _call(deployments.project_ref, user_id, project_id)
+        status = await run_in_threadpool(deployments.current_status, project)
+        if status is None:
+            raise HTTPException(status_code=404, detail="Service not found")
+        return {"user_id": user_id, "project_id": project_id, **status.to_dict()}
+
+    return app
+
+
+def create_gateway_app() -> FastAPI:
+    return create_app(dependencies=[Depends(gateway_token_dependency())])

@@ -1,0 +1,85 @@
+"""``cloud-deploy``: validate and render specs without touching anything, and serve the 8890 gateway."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _load(path: Path):
+    from cloud_deploy_provider.spec import check_project_files, load_spec
+
+    spec_file = path / "deployment.yaml" if path.is_dir() else path
+    spec = load_spec(spec_file)
+    check_project_files(spec, spec_file.parent)
+    return spec, spec_file.parent
+
+
+def validate(args: argparse.Namespace) -> int:
+    spec, _ = _load(args.path)
+    print(f"ok: {args.path} (deploy.type {spec.deploy.type}, service {spec.deploy.service_name})")
+    return 0
+
+
+def render(args: argparse.Namespace) -> int:
+    from cloud_deploy_provider.build import render_build
+    from cloud_deploy_provider.catalog import load_catalog
+    from cloud_deploy_provider.identity import ProjectRef
+    from cloud_deploy_provider.settings import BuildSettings, EngineSettings
+    from cloud_deploy_provider.targets import target_class
+
+    spec, folder = _load(args.path)
+    settings = BuildSettings.from_env()
+    plan = render_build(spec, folder, settings, load_catalog(settings.catalog_path))
+    print("# Dockerfile")
+    print(plan.dockerfile)
+    print("# context files")
+    for name in sorted(plan.files):
+        print(f"  {name} ({len(plan.files[name])} bytes)")
+    target = target_class(spec.deploy.type)
+    project = ProjectRef(args.user_id, args.project_id)
+    print(f"# {spec.deploy.type} target resources")
+    print(json.dumps(target.describe(project, spec, EngineSettings.from_env()), indent=2))
+    return 0
+
+
+def gateway(args: argparse.Namespace) -> int:
+    os.environ.setdefault("_AIRFLOW_PROCESS_CONTEXT", "server")
+    import uvicorn
+
+    uvicorn.run("cloud_deploy_provider.api.app:create_gateway_app", factory=True, host=args.host, port=args.port,
+                log_level=args.log_level)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cloud-deploy", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, function, help_text in (
+        ("validate", validate, "check a deployment.yaml (or a project folder) and the files it names"),
+        ("render", render, "print the Dockerfile and the target's resources, touching nothing"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("path", type=Path)
+        command.set_defaults(function=function)
+        if name == "render":
+            command.add_argument("--user-id", default="user")
+            command.add_argument("--project-id", default="project")
+    serve = commands.add_parser("gateway", help="serve the TANGO REST API on its own (port 8890)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8890)
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(function=gateway)
+    args = parser.parse_args(argv)
+    try:
+        return args.function(args)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
