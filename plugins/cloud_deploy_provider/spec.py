@@ -8,8 +8,6 @@ held to a strict grammar. Every problem is reported at once, as
 Core layer: no airflow or docker imports.
 """
 
-from __future__ import annotations
-
 import difflib
 import ipaddress
 import math
@@ -17,7 +15,7 @@ import pathlib
 import re
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from functools import partial
 from typing import Annotated, Any, Literal
 
@@ -73,8 +71,9 @@ KNOWN_DEPLOY_TYPES = (
     "ktc",
 )
 ARCHITECTURES = ("x86", "x86_64", "amd64", "arm", "arm64", "aarch64")
-ACCELERATOR_TYPES = ("cpu", "gpu", "npu", "tpu")
-ACCELERATOR_VENDORS = ("nvidia", "amd", "rebellion", "google", "intel")
+AcceleratorType = Literal["cpu", "gpu", "npu", "tpu"]
+AcceleratorVendor = Literal["nvidia", "amd", "rebellion", "google", "intel"]
+ReadinessCheck = Literal["http", "tcp"]
 DEFAULT_SOURCE = "deployment.yaml"
 
 
@@ -139,6 +138,7 @@ def _show(value: Any) -> str:
 
 def _kind(value: Any) -> str:
     kinds = [
+        (type(None), "null"),
         (bool, "a boolean"),
         (int, "an integer"),
         (float, "a number"),
@@ -146,9 +146,11 @@ def _kind(value: Any) -> str:
         (list, "a list"),
         (dict, "a mapping"),
     ]
-    if value is None:
-        return "null"
     return next((name for cls, name in kinds if isinstance(value, cls)), type(value).__name__)
+
+
+def _described(value: Any) -> str:
+    return "null" if value is None else f"{_kind(value)} {_show(value)}"
 
 
 def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
@@ -158,7 +160,7 @@ def _did_you_mean(word: str, candidates: Iterable[str]) -> str:
 
 def _require_str(value: Any, what: str) -> str:
     if not isinstance(value, str):
-        _fail(f"must be {what}, got {_kind(value)} {_show(value)}")
+        _fail(f"must be {what}, got {_described(value)}")
     return value
 
 
@@ -179,25 +181,21 @@ def _one_of(choices: tuple[str, ...], what: str):
         text = _require_str(value, f"a {what}").lower()
         if text not in choices:
             hint = _did_you_mean(text, choices)
-            _fail(f"{_show(value)} is not a known {what}; {hint + ' ' if hint else ''}expected one of: {', '.join(choices)}")
+            known = f"expected one of: {', '.join(choices)}"
+            _fail(f"{_show(value)} is not a known {what}; {hint + ' ' if hint else ''}{known}")
         return text
 
     return BeforeValidator(check)
 
 
 def _describe_range(integer: bool, low: float | None, high: float | None, above: float | None) -> str:
-    bounds = []
-    if above is not None:
-        bounds.append(f"greater than {above}")
-    if low is not None and high is not None:
-        bounds.append(f"from {low} to {high}")
-    elif low is not None:
-        bounds.append(f"of at least {low}")
-    elif high is not None:
-        bounds.append(f"at most {high}")
-    if above is not None and high is not None and low is None:
-        bounds = [f"greater than {above} and at most {high}"]
-    return " ".join(["an integer" if integer else "a number", *bounds])
+    noun = "an integer" if integer else "a number"
+    if above is None and low is not None and high is not None:
+        return f"{noun} from {low} to {high}"
+    bounds = [
+        f"{sign} {limit}" for sign, limit in ((">", above), (">=", low), ("<=", high)) if limit is not None
+    ]
+    return " ".join([noun, " and ".join(bounds)]) if bounds else noun
 
 
 def _ranged(*, integer: bool, low: float | None = None, high: float | None = None, above: float | None = None):
@@ -206,8 +204,9 @@ def _ranged(*, integer: bool, low: float | None = None, high: float | None = Non
     accepted = int if integer else (int, float)
 
     def check(value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, accepted) or not math.isfinite(value):
-            _fail(f"must be {description}, got {_kind(value)} {_show(value)}")
+        not_finite = isinstance(value, float) and not math.isfinite(value)
+        if isinstance(value, bool) or not isinstance(value, accepted) or not_finite:
+            _fail(f"must be {description}, got {_described(value)}")
         too_low = (above is not None and value <= above) or (low is not None and value < low)
         if too_low or (high is not None and value > high):
             _fail(f"must be {description}, got {value}")
@@ -218,7 +217,7 @@ def _ranged(*, integer: bool, low: float | None = None, high: float | None = Non
 
 def _port(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        _fail(f"must be a port number (1–65535), got {_kind(value)} {_show(value)}")
+        _fail(f"must be a port number (1–65535), got {_described(value)}")
     if not 1 <= value <= 65535:
         _fail(f"{value} is not a port (1–65535)")
     return value
@@ -227,7 +226,7 @@ def _port(value: Any) -> int:
 def _single_line(value: Any, what: str, *, max_len: int | None = None) -> str:
     """A scalar as text; ints and floats become strings, other types are refused."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        _fail(f"must be {what}, got {_kind(value)} {_show(value)}; put it in quotes")
+        _fail(f"must be {what}, got {_described(value)}; put it in quotes")
     text = value if isinstance(value, str) else str(value)
     if "\x00" in text:
         _fail(f"{_show(text)} contains a NUL character")
@@ -240,7 +239,7 @@ def _single_line(value: Any, what: str, *, max_len: int | None = None) -> str:
 
 def _arg_list(value: Any) -> list[Any]:
     if not isinstance(value, list):
-        _fail(f"must be a list of arguments such as [run.sh, --port, '8080'], got {_kind(value)} {_show(value)}")
+        _fail(f"must be a list of arguments such as [run.sh, --port, '8080'], got {_described(value)}")
     if not value:
         _fail("must not be an empty list")
     return value
@@ -290,9 +289,16 @@ def _service_name(value: Any) -> str:
     return text
 
 
+def _names_registry(component: str) -> bool:
+    """Docker's rule: a leading component is a registry host only if it looks like one."""
+    return "." in component or ":" in component or component == "localhost" or component.startswith("[")
+
+
 def _image_reference(value: Any) -> str:
     text = _require_str(value, "a Docker image reference")
-    if len(text) > MAX_IMAGE_REFERENCE or not _IMAGE_REFERENCE.fullmatch(text):
+    first, has_more, _ = text.partition("/")
+    lowercase_first = not has_more or _names_registry(first) or first == first.lower()
+    if len(text) > MAX_IMAGE_REFERENCE or not lowercase_first or not _IMAGE_REFERENCE.fullmatch(text):
         _fail(
             f"{_show(value)} is not a valid Docker image reference "
             "([host[:port]/]lowercase/path[:tag][@sha256:digest], e.g. registry.example.com:5000/team/app:1.0)"
@@ -365,10 +371,7 @@ def _vendor_resource_key(value: Any) -> str:
     text = _require_str(value, "a resource name")
     if not _VENDOR_RESOURCE_KEY.fullmatch(text):
         hint = _did_you_mean(text, Resources.model_fields)
-        _fail(
-            "unknown key; "
-            + (hint or "expected cpu, memory, gpu or a vendor key such as 'atom-max.device'")
-        )
+        _fail(f"unknown key; {hint or 'expected cpu, memory, gpu or a vendor key such as atom-max.device'}")
     return text
 
 
@@ -377,9 +380,8 @@ def _accelerator_fields(text: str) -> dict[str, Any]:
     if len(parts) > 4:
         _fail(f"{_show(text)} is not an accelerator; write type[:vendor[:model[:count]]], e.g. 'gpu:nvidia:a100:2'")
     fields = dict(zip(("type", "vendor", "model", "count"), parts))
-    count = fields.get("count")
-    if count is not None and count.isascii() and count.isdigit():
-        fields["count"] = int(count)
+    if re.fullmatch(r"-?[0-9]+", fields.get("count", ""), re.ASCII):
+        fields["count"] = int(fields["count"])
     return {key: part for key, part in fields.items() if part != ""}
 
 
@@ -414,13 +416,9 @@ class _SpecModel(BaseModel):
 
 
 class Accelerator(_SpecModel):
-    type: Annotated[Literal["cpu", "gpu", "npu", "tpu"], _one_of(ACCELERATOR_TYPES, "accelerator type")]
+    type: Annotated[AcceleratorType, _one_of(typing.get_args(AcceleratorType), "accelerator type")]
     vendor: (
-        Annotated[
-            Literal["nvidia", "amd", "rebellion", "google", "intel"],
-            _one_of(ACCELERATOR_VENDORS, "accelerator vendor"),
-        ]
-        | None
+        Annotated[AcceleratorVendor, _one_of(typing.get_args(AcceleratorVendor), "accelerator vendor")] | None
     ) = None
     model: Annotated[str, _grammar(_NAME, "an accelerator model such as a100", lower=True)] | None = None
     count: Annotated[int, _ranged(integer=True, low=0)] = 0
@@ -437,8 +435,8 @@ class Accelerator(_SpecModel):
             data = dict(data)
         else:
             _fail(
-                f"must be one of {', '.join(ACCELERATOR_TYPES)}, a 'type:vendor:model:count' string "
-                f"or a mapping, got {_kind(data)} {_show(data)}"
+                f"must be one of {', '.join(typing.get_args(AcceleratorType))}, a 'type:vendor:model:count' string "
+                f"or a mapping, got {_described(data)}"
             )
         if "count" not in data:
             accelerator_type = data.get("type")
@@ -512,7 +510,7 @@ class ModelService(_SpecModel):
 
 
 class Readiness(_SpecModel):
-    check: Annotated[Literal["http", "tcp"], _one_of(("http", "tcp"), "readiness check")] = "http"
+    check: Annotated[ReadinessCheck, _one_of(typing.get_args(ReadinessCheck), "readiness check")] = "http"
     path: Annotated[
         str,
         _grammar(_HTTP_PATH, "an HTTP path such as /health (letters, digits and ._~/?=&%+-)", max_len=MAX_HTTP_PATH),
@@ -576,6 +574,8 @@ class _StrictLoader(yaml.SafeLoader):
             self._depth -= 1
 
     def construct_mapping(self, node, deep=False):
+        if not isinstance(node, yaml.MappingNode):
+            return super().construct_mapping(node, deep=deep)
         seen: set[str] = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
@@ -583,7 +583,7 @@ class _StrictLoader(yaml.SafeLoader):
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, str):
                 raise ConstructorError(
-                    None, None, f"keys must be strings, got {_kind(key)} {_show(key)}; put it in quotes", key_node.start_mark
+                    None, None, f"keys must be strings, got {_described(key)}; put it in quotes", key_node.start_mark
                 )
             if key in seen:
                 raise ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
@@ -621,6 +621,8 @@ def _load_yaml(text: str, source: str) -> Any:
         return loader.get_single_data()
     except yaml.YAMLError as exc:
         raise SpecError(f"{source}: {_describe_yaml_error(exc)}") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise SpecError(f"{source}: invalid YAML value ({exc})") from None
     finally:
         loader.dispose()
 
@@ -689,9 +691,9 @@ def _message(error: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return _unknown_key_message(error["loc"])
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"must be a mapping, got {_kind(value)} {_show(value)}"
+        return f"must be a mapping, got {_described(value)}"
     if kind == "list_type":
-        return f"must be a list, got {_kind(value)} {_show(value)}"
+        return f"must be a list, got {_described(value)}"
     return f"{error['msg']} (got {_show(value)})"
 
 
@@ -733,16 +735,16 @@ def load_spec(path: pathlib.Path) -> DeploymentSpec:
     return parse_spec_text(raw, source=source)
 
 
-def _project_file_problem(field: str, relative: str, root: pathlib.Path) -> tuple[pathlib.Path | None, str | None]:
+def _resolve_inside(root: pathlib.Path, relative: str) -> pathlib.Path:
     try:
         resolved = (root / relative).resolve(strict=True)
     except (OSError, RuntimeError):
-        return None, f"optional.{field}: {relative!r} not found in the project directory {str(root)!r}"
+        raise ValueError(f"{relative!r} not found in the project directory {str(root)!r}") from None
     if not resolved.is_relative_to(root):
-        return None, f"optional.{field}: {relative!r} resolves to {str(resolved)!r}, outside the project directory"
+        raise ValueError(f"{relative!r} resolves to {str(resolved)!r}, outside the project directory {str(root)!r}")
     if not resolved.is_file():
-        return None, f"optional.{field}: {relative!r} is not a regular file"
-    return resolved, None
+        raise ValueError(f"{relative!r} is not a regular file")
+    return resolved
 
 
 def check_project_files(spec: DeploymentSpec, project_dir: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -755,11 +757,10 @@ def check_project_files(spec: DeploymentSpec, project_dir: pathlib.Path) -> dict
         relative = getattr(spec.optional, field)
         if relative is None:
             continue
-        resolved, problem = _project_file_problem(field, relative, root)
-        if problem:
-            problems.append(problem)
-        else:
-            found[f"optional.{field}"] = resolved
+        try:
+            found[f"optional.{field}"] = _resolve_inside(root, relative)
+        except ValueError as exc:
+            problems.append(f"optional.{field}: {exc}")
     if problems:
         raise SpecError(problems)
     return found

@@ -111,7 +111,7 @@ class DockerTarget:
         created = self.client.create_container(
             image=image.image_id or image.reference,
             name=temporary_name,
-            ports=list(config["ports"]) or None,
+            ports=[tuple(port.split("/")) for port in config["ports"]] or None,
             environment=config["environment"],
             labels=config["labels"],
             host_config=host_config,

@@ -1,0 +1,78 @@
+"""The cloud_deploy and cloud_undeploy DAGs through ``dag.test()`` on a real metadata DB and engine."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from cloud_deploy_provider.api import runs
+from cloud_deploy_provider.status import Status, derive_status
+from tests.conftest import REPO
+
+
+def _dag(name: str):
+    spec = importlib.util.spec_from_file_location(f"dag_{name}", REPO / "dags" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag
+
+
+def _status(project):
+    return derive_status(runs.latest_run(runs.DEPLOY_DAG, project.ref), runs.latest_run(runs.UNDEPLOY_DAG, project.ref))
+
+
+@pytest.mark.parametrize("name", ["cloud_deploy", "cloud_undeploy"])
+def test_dag_files_import_nothing_heavy_at_parse_time(name):
+    """Parsing must not import docker, the spec models or the build code (parse time is benchmarked)."""
+    probe = (
+        "import sys, airflow.sdk, importlib.util;"
+        f"s = importlib.util.spec_from_file_location('d', {str(REPO / 'dags' / name)!r} + '.py');"
+        "m = importlib.util.module_from_spec(s); s.loader.exec_module(m);"
+        "heavy = sorted(n for n in ('docker', 'cloud_deploy_provider.spec', 'cloud_deploy_provider.build')"
+        " if n in sys.modules); print(m.dag.dag_id, [t.task_id for t in m.dag.tasks], heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    dag_id, tasks, heavy = out.strip().split(" ", 1)[0], out, out.strip().rsplit(" ", 1)[-1]
+    assert dag_id == name
+    assert heavy == "[]", out
+    expected = ["validate", "build", "push", "deploy", "wait_ready"] if name == "cloud_deploy" else ["stop"]
+    assert str(expected) in tasks
+
+
+def test_deploy_then_undeploy_through_airflow(airflow_db, hello_project, docker_client):
+    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+    status = _status(hello_project)
+    assert status.status == Status.RUNNING and status.url == hello_project.url
+    assert status.image["reference"].endswith(status.image["build_key"][:24])
+    assert httpx.post(f"{hello_project.url}/predict", json={"features": [5.1, 3.5, 1.4, 0.2]}).json()["class"] == "setosa"
+
+    again = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    assert again.state == "success"
+    assert _status(hello_project).image["skipped"] == "engine"
+
+    stopped = _dag("cloud_undeploy").test(run_conf=hello_project.conf)
+    assert stopped.state == "success"
+    assert _status(hello_project).status == Status.STOPPED
+    assert docker_client.containers(all=True, filters={"label": f"io.cloud-deploy.key={hello_project.ref.key}"}) == []
+
+
+def test_invalid_yaml_fails_the_run_with_the_reason_in_the_status(airflow_db, hello_project):
+    hello_project.edit(lambda spec: spec["deploy"].__setitem__("entrypiont", ["x"]))
+    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    assert run.state == "failed"
+    status = _status(hello_project)
+    assert status.status == Status.FAILED and status.stage == "validate"
+    assert "entrypiont" in status.message and "entrypoint" in status.message
+
+
+def test_bad_identifiers_are_rejected_before_any_task_runs(airflow_db):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError):
+        _dag("cloud_deploy").test(run_conf={"user_id": "../etc", "project_id": "x"})

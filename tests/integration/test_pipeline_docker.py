@@ -1,0 +1,111 @@
+"""The pipeline core on a real Docker engine and a real registry: build, skip, push, deploy, update, stop."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from cloud_deploy_provider.engine import BuildFailed, PushFailed
+from cloud_deploy_provider.pipeline import build, image_ref, load_project, push, wait_ready
+from cloud_deploy_provider.registry import Registry, RegistryClient, split_reference
+from cloud_deploy_provider.settings import BuildSettings, EngineSettings
+from cloud_deploy_provider.targets.docker import DockerTarget
+
+
+def _build(project, client, registry=None, log=None):
+    lines = [] if log is None else log
+    loaded = load_project(project.user_id, project.project_id)
+    return loaded, build(loaded, client, BuildSettings.from_env(), registry, lines.append)
+
+
+def test_build_is_skipped_when_nothing_changed_and_code_change_rebuilds_only_the_last_layer(hello_project, docker_client):
+    _, first = _build(hello_project, docker_client)
+    assert first.skipped is None and first.image_id.startswith("sha256:")
+
+    _, again = _build(hello_project, docker_client)
+    assert again.skipped == "engine"
+    assert (again.reference, again.image_id) == (first.reference, first.image_id)
+
+    server = hello_project.folder / "server.py"
+    server.write_text(server.read_text() + "\n# a code change\n")
+    log: list[str] = []
+    _, changed = _build(hello_project, docker_client, log=log)
+    assert changed.build_key != first.build_key and changed.skipped is None
+    cached_steps = sum("Using cache" in line for line in log)
+    copy_steps = [line for line in log if line.startswith("Step ") and "COPY app/" in line]
+    assert copy_steps and cached_steps >= 3, log
+
+
+def test_push_confirms_the_digest_in_the_registry_and_a_rebuild_is_skipped_from_it(hello_project, docker_client, registry):
+    _, built = _build(hello_project, docker_client, registry)
+    pushed = push(built, docker_client, registry, "docker", print)
+    _, path, tag = split_reference(pushed.reference)
+    assert pushed.digest and pushed.digest == RegistryClient(registry).manifest_digest(path, tag)
+
+    docker_client.remove_image(pushed.reference, force=True)
+    _, from_registry = _build(hello_project, docker_client, registry)
+    assert from_registry.skipped == "registry" and from_registry.digest == pushed.digest
+    assert from_registry.image_id, "the docker target needs the image pulled into the engine"
+
+
+def test_push_to_an_unreachable_registry_raises_with_the_engine_message(hello_project, docker_client):
+    from tests.conftest import free_port
+
+    dead = Registry(host=f"127.0.0.1:{free_port()}", scheme="http")
+    _, built = _build(hello_project, docker_client)
+    repository, tag = built.reference.rsplit(":", 1)
+    docker_client.tag(built.image_id, f"{dead.host}/{repository.split('/', 1)[-1]}", tag)
+    moved = type(built)(**{**built.to_dict(), "reference": f"{dead.host}/{repository.split('/', 1)[-1]}:{tag}"})
+    with pytest.raises(PushFailed, match="connection refused|connect"):
+        push(moved, docker_client, dead, "docker", print)
+
+
+def test_a_pip_requirement_that_does_not_exist_fails_at_its_step_with_pip_output(hello_project, docker_client):
+    hello_project.edit(
+        lambda spec: spec["build"]["components"].__setitem__("libs", ["python==3.11", "cloud-deploy-no-such-package==9.9.9"])
+    )
+    with pytest.raises(BuildFailed) as failure:
+        _build(hello_project, docker_client)
+    message = str(failure.value)
+    assert "pip" in failure.value.step and "install" in failure.value.step
+    assert "cloud-deploy-no-such-package" in message
+    assert "No matching distribution" in message or "Could not find a version" in message, message
+
+
+def test_deploy_answers_updates_in_place_and_stop_removes_everything(hello_project, docker_client):
+    loaded, built = _build(hello_project, docker_client)
+    target = DockerTarget(hello_project.ref, log=print, client=docker_client, settings=EngineSettings.from_env())
+
+    result = target.deploy(loaded.spec, image_ref(built.to_dict()))
+    assert result.url == hello_project.url
+    ready = wait_ready(target, loaded.spec, print)
+    assert ready.state == "running"
+    answer = httpx.post(f"{hello_project.url}/predict", json={"features": [6.7, 3.0, 5.2, 2.3]}).json()
+    assert answer["class"] == "virginica"
+
+    assert target.deploy(loaded.spec, image_ref(built.to_dict())).changed is False
+
+    server = hello_project.folder / "server.py"
+    server.write_text(server.read_text().replace('"usage"', '"version": 2, "usage"'))
+    loaded, rebuilt = _build(hello_project, docker_client)
+    target.deploy(loaded.spec, image_ref(rebuilt.to_dict()))
+    wait_ready(target, loaded.spec, print)
+    assert httpx.get(hello_project.url).json()["version"] == 2
+    labelled = docker_client.containers(all=True, filters={"label": f"io.cloud-deploy.key={hello_project.ref.key}"})
+    assert len(labelled) == 1
+
+    assert target.stop(loaded.spec) == [target.container_name(loaded.spec)]
+    assert target.status(loaded.spec).state == "absent"
+    assert target.stop(loaded.spec) == []
+
+
+def test_a_crashing_service_is_reported_with_exit_code_and_log_tail(hello_project, docker_client):
+    hello_project.edit(lambda spec: spec["deploy"].__setitem__("entrypoint", ["python3", "-c", "print('boom'); raise SystemExit(3)"]))
+    loaded, built = _build(hello_project, docker_client)
+    target = DockerTarget(hello_project.ref, log=print, client=docker_client)
+    target.deploy(loaded.spec, image_ref(built.to_dict()))
+    from cloud_deploy_provider.pipeline import DeploymentFailed
+
+    with pytest.raises(DeploymentFailed, match="exit code 3") as failure:
+        wait_ready(target, loaded.spec, print)
+    assert "boom" in str(failure.value)
