@@ -141,3 +141,20 @@ def hello_project(docker_client, base_image):
 
     for container in docker_client.containers(all=True, filters={"label": f"{LABEL_KEY}={project.ref.key}"}):
         docker_client.remove_container(container["Id"], force=True)
+
+
+@pytest.fixture(scope="session")
+def serialized_dags(airflow_db):
+    """The repo's DAGs parsed and written to the metadata DB, as the dag-processor would."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+    from airflow.utils.session import create_session
+
+    manager = DagBundlesManager()
+    with create_session() as session:
+        manager.sync_bundles_to_db(session=session)
+    for bundle in manager.get_all_dag_bundles():
+        bundle.initialize()
+        bag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
+        assert not bag.import_errors, bag.import_errors
+        sync_bag_to_db(bag, bundle.name, bundle.version)
