@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Start or stop the embedded stack: Airflow standalone (api-server, scheduler, dag-processor,
+# triggerer on SQLite) plus the TANGO gateway on its own port.
+#   scripts/stack.sh start STATE_DIR    (env: AIRFLOW_PORT=8080 GATEWAY_PORT=8890 VENV=.venv)
+#   scripts/stack.sh stop STATE_DIR
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+action=${1:?usage: stack.sh start|stop STATE_DIR}
+state=$(mkdir -p "${2:?usage: stack.sh start|stop STATE_DIR}" && cd "$2" && pwd)
+venv=${VENV:-$repo/.venv}
+airflow_port=${AIRFLOW_PORT:-8080}
+gateway_port=${GATEWAY_PORT:-8890}
+
+stop() {
+  for name in gateway airflow; do
+    if [ -f "$state/$name.pid" ]; then
+      kill -TERM -- "-$(cat "$state/$name.pid")" 2>/dev/null || true
+      rm -f "$state/$name.pid"
+    fi
+  done
+}
+
+if [ "$action" = stop ]; then stop; exit 0; fi
+
+export AIRFLOW_HOME=$state/airflow
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export AIRFLOW__CORE__DAGS_FOLDER=$repo/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER=$state/airflow/plugins
+export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
+export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=5
+export AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL=30
+export AIRFLOW__API__PORT=$airflow_port
+export AIRFLOW__API__BASE_URL=http://localhost:$airflow_port
+export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:$airflow_port/execution/
+export AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC=1
+export CLOUD_DEPLOY_SHARED_ROOT=${CLOUD_DEPLOY_SHARED_ROOT:-$state/shared}
+export CLOUD_DEPLOY_BASE_IMAGE_CATALOG=${CLOUD_DEPLOY_BASE_IMAGE_CATALOG:-$repo/samples/catalog.local.yaml}
+export CLOUD_DEPLOY_BUILD_NETWORK=${CLOUD_DEPLOY_BUILD_NETWORK:-host}
+if [ -z "${CLOUD_DEPLOY_BUILD_CA_BUNDLE:-}" ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then
+  export CLOUD_DEPLOY_BUILD_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
+fi
+export PATH=$venv/bin:$PATH
+mkdir -p "$AIRFLOW__CORE__PLUGINS_FOLDER" "$CLOUD_DEPLOY_SHARED_ROOT/common"
+
+passwords=$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
+if [ ! -f "$passwords" ]; then
+  password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')
+  printf '{"admin": "%s"}\n' "$password" > "$passwords"
+  chmod 600 "$passwords"
+fi
+
+stop
+setsid airflow standalone > "$state/airflow.log" 2>&1 < /dev/null & echo $! > "$state/airflow.pid"
+setsid cloud-deploy gateway --host 127.0.0.1 --port "$gateway_port" > "$state/gateway.log" 2>&1 < /dev/null &
+echo $! > "$state/gateway.pid"
+
+wait_for() {  # wait_for NAME URL SECONDS
+  local deadline=$((SECONDS + $3))
+  until curl -fsS -o /dev/null "$2" 2>/dev/null; do
+    if [ $SECONDS -ge $deadline ]; then
+      echo "$1 did not answer at $2 within $3 s; log tail:" >&2
+      tail -n 40 "$state/$1.log" >&2
+      exit 1
+    fi
+    sleep 1
+  done
+}
+wait_for airflow "http://127.0.0.1:$airflow_port/api/v2/monitor/health" 240
+wait_for gateway "http://127.0.0.1:$gateway_port/" 60
+# Standalone reports ready before the dag-processor has parsed our DAGs; /start needs them.
+deadline=$((SECONDS + 120))
+until airflow dags list -o plain 2>/dev/null | grep -q cloud_undeploy && airflow dags list -o plain 2>/dev/null | grep -q cloud_deploy; do
+  if [ $SECONDS -ge $deadline ]; then echo "DAGs not parsed within 120 s" >&2; airflow dags list-import-errors >&2 || true; exit 1; fi
+  sleep 2
+done
+echo "stack up: Airflow UI http://127.0.0.1:$airflow_port (admin / password in $passwords), TANGO API http://127.0.0.1:$gateway_port"

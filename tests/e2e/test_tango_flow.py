@@ -1,0 +1,100 @@
+"""End to end: a real Airflow api-server + scheduler (standalone) and the 8890-style gateway.
+
+HTTP /start -> statuses -> the container answers -> /stop -> the container is gone; also the
+same API mounted in the Airflow api-server, behind Airflow's authentication.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import REPO, SESSION_DIR, free_port
+
+pytestmark = pytest.mark.e2e
+ORDER = ["started", "building", "preparing", "running"]
+
+
+@pytest.fixture(scope="module")
+def stack(docker_client, base_image):
+    state = SESSION_DIR / "stack"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+        "AIRFLOW_PORT": str(free_port()),
+        "GATEWAY_PORT": str(free_port()),
+        "VENV": str(Path(os.sys.executable).parent.parent),
+        "CLOUD_DEPLOY_SHARED_ROOT": str(state / "shared"),
+    }
+    subprocess.run(["bash", str(REPO / "scripts" / "stack.sh"), "start", str(state)], env=env, check=True, timeout=600)
+    yield {
+        "state": state,
+        "gateway": f"http://127.0.0.1:{env['GATEWAY_PORT']}",
+        "airflow": f"http://127.0.0.1:{env['AIRFLOW_PORT']}",
+        "shared": state / "shared",
+    }
+    subprocess.run(["bash", str(REPO / "scripts" / "stack.sh"), "stop", str(state)], env=env, check=False)
+
+
+def _project(stack, user_id: str, project_id: str) -> int:
+    folder = stack["shared"] / "common" / user_id / project_id
+    shutil.copytree(REPO / "samples" / "hello", folder)
+    port = free_port()
+    spec = folder / "deployment.yaml"
+    spec.write_text(spec.read_text().replace("service_host_port: 18080", f"service_host_port: {port}"))
+    return port
+
+
+def _airflow_token(stack) -> str:
+    passwords = stack["state"] / "airflow" / "simple_auth_manager_passwords.json.generated"
+    password = json.loads(passwords.read_text())["admin"]
+    answer = httpx.post(f"{stack['airflow']}/auth/token", json={"username": "admin", "password": password})
+    return answer.json()["access_token"]
+
+
+def test_start_status_answer_stop_through_the_gateway(stack, docker_client):
+    params = {"user_id": "tango", "project_id": "e2e-hello"}
+    port = _project(stack, **params)
+    gateway = httpx.Client(base_url=stack["gateway"], timeout=30)
+
+    started = gateway.get("/start", params=params)
+    assert (started.status_code, started.text) == (200, "started")
+
+    seen: list[str] = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        word = gateway.get("/status_request", params=params).text
+        if not seen or seen[-1] != word:
+            seen.append(word)
+        if word in ("running", "failed"):
+            break
+        time.sleep(0.25)
+    detail = gateway.get(f"/deployments/{params['user_id']}/{params['project_id']}").json()
+    assert seen[-1] == "running", (seen, detail)
+    assert [ORDER.index(word) for word in seen] == sorted(ORDER.index(word) for word in seen), seen
+    print("statuses seen:", " -> ".join(seen))
+
+    answer = httpx.post(f"http://127.0.0.1:{port}/predict", json={"features": [5.9, 2.8, 4.3, 1.3]}).json()
+    assert answer["class"] == "versicolor"
+    assert detail["url"] == f"http://127.0.0.1:{port}" and detail["image"]["build_key"]
+
+    assert gateway.get("/start", params=params).status_code == 400
+
+    airflow = httpx.Client(base_url=stack["airflow"], timeout=30)
+    assert airflow.get("/cloud_deploy/status_request", params=params).status_code == 401
+    token = {"Authorization": f"Bearer {_airflow_token(stack)}"}
+    assert airflow.get("/cloud_deploy/status_request", params=params, headers=token).text == "running"
+
+    stopped = gateway.get("/stop", params=params)
+    assert (stopped.status_code, stopped.text) == (200, "finished")
+    assert gateway.get("/status_request", params=params).text == "stopped"
+    key = f"{params['user_id']}~{params['project_id']}"
+    assert docker_client.containers(all=True, filters={"label": f"io.cloud-deploy.key={key}"}) == []
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
