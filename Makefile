@@ -1,0 +1,13 @@
+.PHONY: demo test stop benchmark
+
+demo:  ## bring everything up and deploy samples/hello through the TANGO API
+	bash scripts/demo.sh
+
+test:  ## the whole test suite
+	bash scripts/test.sh
+
+stop:  ## stop the demo stack (deployed services keep running until /stop)
+	bash scripts/stack.sh stop $${DEMO_DIR:-.demo}
+
+benchmark:  ## rebuild/redeploy timings against plain docker build/push/run
+	bash scripts/setup.sh && .venv/bin/python benchmarks/deploy_speed.py
