@@ -117,6 +117,10 @@ def push(built: BuiltImage, client: Any, registry: Registry | None, deploy_type:
     if built.skipped == "registry":
         return built
     repository, tag = built.reference.rsplit(":", 1)
+    already = _registry_digest(registry, repository, tag)
+    if already:
+        log(f"{built.reference} is already in the registry ({already}): push skipped")
+        return BuiltImage(**{**built.to_dict(), "digest": already})
     reported = push_image(client, repository, tag, registry.auth_config(), log)
     confirmed = _registry_digest(registry, repository, tag)
     if confirmed is None:

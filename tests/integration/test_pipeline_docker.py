@@ -41,6 +41,9 @@ def test_push_confirms_the_digest_in_the_registry_and_a_rebuild_is_skipped_from_
     pushed = push(built, docker_client, registry, "docker", print)
     _, path, tag = split_reference(pushed.reference)
     assert pushed.digest and pushed.digest == RegistryClient(registry).manifest_digest(path, tag)
+    log: list[str] = []
+    assert push(built, docker_client, registry, "docker", log.append).digest == pushed.digest
+    assert any("push skipped" in line for line in log), log
 
     docker_client.remove_image(pushed.reference, force=True)
     _, from_registry = _build(hello_project, docker_client, registry)
