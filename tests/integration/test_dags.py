@@ -76,3 +76,35 @@ def test_bad_identifiers_are_rejected_before_any_task_runs(airflow_db):
 
     with pytest.raises(ParamValidationError):
         _dag("cloud_deploy").test(run_conf={"user_id": "../etc", "project_id": "x"})
+
+
+def test_push_through_airflow_keeps_the_registry_password_out_of_logs_xcom_and_responses(
+    airflow_db, serialized_dags, hello_project, registry, monkeypatch, caplog, capfd
+):
+    import json
+    import os
+    from fastapi.testclient import TestClient
+    from sqlalchemy import select
+
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+    from cloud_deploy_provider.api.app import create_gateway_app
+
+    password = "pw-" + os.urandom(8).hex()
+    connection = {"conn_type": "docker", "host": f"http://{registry.host}", "login": "ci", "password": password}
+    monkeypatch.setenv("AIRFLOW_CONN_TEST_REGISTRY", json.dumps(connection))
+    monkeypatch.setenv("CLOUD_DEPLOY_REGISTRY_CONN_ID", "test_registry")
+
+    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    assert run.state == "success"
+    status = _status(hello_project)
+    assert status.image["reference"].startswith(f"{registry.host}/") and status.image["digest"].startswith("sha256:")
+
+    captured = capfd.readouterr()
+    logs = caplog.text + captured.out + captured.err
+    assert "pushed " in logs and password not in logs
+    with create_session() as session:
+        values = session.scalars(select(XComModel.value).where(XComModel.run_id == run.run_id)).all()
+    assert values and password not in json.dumps(values)
+    detail = TestClient(create_gateway_app()).get(f"/deployments/{hello_project.user_id}/{hello_project.project_id}")
+    assert detail.status_code == 200 and password not in detail.text
