@@ -137,10 +137,9 @@ class Project:
 def hello_project(docker_client, base_image):
     project = Project("hello")
     yield project
-    from cloud_deploy_provider.identity import LABEL_KEY
+    from cloud_deploy_provider.targets.docker import DockerTarget
 
-    for container in docker_client.containers(all=True, filters={"label": f"{LABEL_KEY}={project.ref.key}"}):
-        docker_client.remove_container(container["Id"], force=True)
+    DockerTarget(project.ref, log=lambda _: None, client=docker_client).stop(None)
 
 
 @pytest.fixture(scope="session")

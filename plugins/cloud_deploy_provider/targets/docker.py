@@ -198,9 +198,14 @@ class DockerTarget:
             return ""
 
     def stop(self, spec: DeploymentSpec | None) -> list[str]:
+        from docker.errors import NotFound
+
         removed = []
         for container in self.client.containers(all=True, filters={"label": f"{LABEL_KEY}={self.project.key}"}):
-            self.client.remove_container(container["Id"], force=True)
+            try:
+                self.client.remove_container(container["Id"], force=True)
+            except NotFound:
+                continue  # removed meanwhile: already what stop wants
             removed.append(container["Names"][0].lstrip("/"))
             self.log(f"removed container {removed[-1]}")
         return removed
