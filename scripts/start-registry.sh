@@ -2,7 +2,7 @@
 # Start Debian's docker-registry in the background on 127.0.0.1 (no auth, delete on). Usage: scripts/start-registry.sh [PORT=5000] [DATA_DIR=new temp dir]
 set -euo pipefail
 port=${1:-5000}
-data=${2:-$(mktemp -d)}
+data=${2:-}
 url=http://127.0.0.1:$port/v2/
 up() { [ "$(curl --noproxy '*' -s -o /dev/null -w '%{http_code}' "$url")" = 200 ]; }
 if ! command -v docker-registry >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
@@ -11,6 +11,7 @@ if ! command -v docker-registry >/dev/null 2>&1 || ! command -v curl >/dev/null 
   apt-get install -y -qq docker-registry curl >/dev/null
 fi
 if up; then echo "registry up on 127.0.0.1:$port"; exit 0; fi
+[ -n "$data" ] || data=$(mktemp -d)
 mkdir -p "$data/storage"
 data=$(cd "$data" && pwd)
 cat >"$data/config.yml" <<CFG
