@@ -20,12 +20,13 @@ MAX_ERROR_CHARS = 4000
 class CloudDeployStageOperator(BaseOperator):
     """Runs :meth:`run_stage`; any failure becomes an ``error`` XCom and a clear task error."""
 
-    template_fields: Sequence[str] = ("user_id", "project_id")
+    template_fields: Sequence[str] = ("user_id", "project_id", "validated")
 
-    def __init__(self, *, user_id: str, project_id: str, **kwargs: Any):
+    def __init__(self, *, user_id: str, project_id: str, validated: Any = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.user_id = user_id
         self.project_id = project_id
+        self.validated = validated
 
     def execute(self, context: Any) -> Any:
         try:
@@ -83,12 +84,6 @@ class CloudDeployValidateOperator(CloudDeployStageOperator):
 class CloudDeployBuildOperator(CloudDeployStageOperator):
     """Build the image, or skip when the engine or registry already has its build key."""
 
-    template_fields: Sequence[str] = ("user_id", "project_id", "validated")
-
-    def __init__(self, *, validated: Any, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.validated = validated
-
     def run_stage(self, context: Any) -> dict[str, Any]:
         from cloud_deploy_provider.pipeline import build
         from cloud_deploy_provider.settings import BuildSettings
@@ -101,11 +96,10 @@ class CloudDeployBuildOperator(CloudDeployStageOperator):
 class CloudDeployPushOperator(CloudDeployStageOperator):
     """Push to the configured registry and confirm the digest; a no-op for the docker target without one."""
 
-    template_fields: Sequence[str] = ("user_id", "project_id", "validated", "built")
+    template_fields: Sequence[str] = (*CloudDeployStageOperator.template_fields, "built")
 
-    def __init__(self, *, validated: Any, built: Any, **kwargs: Any):
+    def __init__(self, *, built: Any, **kwargs: Any):
         super().__init__(**kwargs)
-        self.validated = validated
         self.built = built
 
     def run_stage(self, context: Any) -> dict[str, Any]:
@@ -118,11 +112,10 @@ class CloudDeployPushOperator(CloudDeployStageOperator):
 class CloudDeployTargetOperator(CloudDeployStageOperator):
     """Create or update the deployment on its target."""
 
-    template_fields: Sequence[str] = ("user_id", "project_id", "validated", "image")
+    template_fields: Sequence[str] = (*CloudDeployStageOperator.template_fields, "image")
 
-    def __init__(self, *, validated: Any, image: Any, **kwargs: Any):
+    def __init__(self, *, image: Any, **kwargs: Any):
         super().__init__(**kwargs)
-        self.validated = validated
         self.image = image
 
     def run_stage(self, context: Any) -> dict[str, Any]:
@@ -135,12 +128,6 @@ class CloudDeployTargetOperator(CloudDeployStageOperator):
 
 class CloudDeployWaitReadyOperator(CloudDeployStageOperator):
     """Wait until the target reports the service ready, within ``deploy.readiness.timeout_seconds``."""
-
-    template_fields: Sequence[str] = ("user_id", "project_id", "validated")
-
-    def __init__(self, *, validated: Any, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.validated = validated
 
     def run_stage(self, context: Any) -> dict[str, Any]:
         from cloud_deploy_provider.pipeline import make_target, wait_ready
