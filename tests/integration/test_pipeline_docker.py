@@ -7,7 +7,7 @@ import pytest
 
 from cloud_deploy_provider.engine import BuildFailed, PushFailed
 from cloud_deploy_provider.pipeline import build, image_ref, load_project, push, wait_ready
-from cloud_deploy_provider.registry import Registry, RegistryClient, split_reference
+from cloud_deploy_provider.registry import Registry, RegistryClient, RegistryError, split_reference
 from cloud_deploy_provider.settings import BuildSettings, EngineSettings
 from cloud_deploy_provider.targets.docker import DockerTarget
 
@@ -51,16 +51,28 @@ def test_push_confirms_the_digest_in_the_registry_and_a_rebuild_is_skipped_from_
     assert from_registry.image_id, "the docker target needs the image pulled into the engine"
 
 
-def test_push_to_an_unreachable_registry_raises_with_the_engine_message(hello_project, docker_client):
+def _retagged(built, docker_client, host: str):
+    repository, tag = built.reference.rsplit(":", 1)
+    moved = f"{host}/{repository.split('/', 1)[-1]}"
+    docker_client.tag(built.image_id, moved, tag)
+    return type(built)(**{**built.to_dict(), "reference": f"{moved}:{tag}"})
+
+
+def test_an_engine_stream_error_during_push_raises(hello_project, docker_client, registry):
+    """The engine answers 200 and reports the failure inside the stream; docker-py does not raise."""
+    _, built = _build(hello_project, docker_client, registry)
+    missing = type(built)(**{**built.to_dict(), "reference": built.reference.rsplit(":", 1)[0] + ":never-built"})
+    with pytest.raises(PushFailed, match="tag does not exist"):
+        push(missing, docker_client, registry, "docker", print)
+
+
+def test_an_unreachable_registry_is_a_clear_error(hello_project, docker_client):
     from tests.conftest import free_port
 
     dead = Registry(host=f"127.0.0.1:{free_port()}", scheme="http")
     _, built = _build(hello_project, docker_client)
-    repository, tag = built.reference.rsplit(":", 1)
-    docker_client.tag(built.image_id, f"{dead.host}/{repository.split('/', 1)[-1]}", tag)
-    moved = type(built)(**{**built.to_dict(), "reference": f"{dead.host}/{repository.split('/', 1)[-1]}:{tag}"})
-    with pytest.raises(PushFailed, match="connection refused|connect"):
-        push(moved, docker_client, dead, "docker", print)
+    with pytest.raises(RegistryError, match="Connection refused"):
+        push(_retagged(built, docker_client, dead.host), docker_client, dead, "docker", print)
 
 
 def test_a_pip_requirement_that_does_not_exist_fails_at_its_step_with_pip_output(hello_project, docker_client):
