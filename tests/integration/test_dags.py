@@ -56,6 +56,15 @@ def test_deploy_then_undeploy_through_airflow(airflow_db, hello_project, docker_
     assert again.state == "success"
     assert _status(hello_project).image["skipped"] == "engine"
 
+    from cloud_deploy_provider.api import deployments
+
+    assert deployments.current_status(hello_project.ref).status == Status.RUNNING
+    container = docker_client.containers(filters={"label": f"io.cloud-deploy.key={hello_project.ref.key}"})[0]
+    docker_client.stop(container["Id"], timeout=1)
+    deployments._live_cache.clear()  # skip the 5 s TTL instead of sleeping
+    live = deployments.current_status(hello_project.ref)
+    assert live.status == Status.FAILED and "exit code" in live.message, live
+
     stopped = _dag("cloud_undeploy").test(run_conf=hello_project.conf)
     assert stopped.state == "success"
     assert _status(hello_project).status == Status.STOPPED
