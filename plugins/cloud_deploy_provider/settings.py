@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 _URL = re.compile(r"^https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/%+-]*)?$")
@@ -91,7 +91,6 @@ class EngineSettings:
     docker_host: str = "unix:///var/run/docker.sock"
     publish_ip: str = "127.0.0.1"
     registry_conn_id: str | None = None
-    labels: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls) -> EngineSettings:

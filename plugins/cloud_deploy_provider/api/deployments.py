@@ -120,7 +120,7 @@ def stop(project: ProjectRef, user_name: str | None = None) -> runs.RunSnapshot:
     except runs.DagNotLoaded as error:
         raise Rejected(503, str(error)) from None
     timeout = stop_wait_seconds()
-    finished = runs.wait_finished(runs.UNDEPLOY_DAG, project, run_id, timeout)
+    finished = runs.wait_finished(runs.UNDEPLOY_DAG, run_id, timeout)
     if finished is None or not finished.finished:
         raise Rejected(504, f"stop still running after {timeout:.0f} s (run {run_id})")
     if finished.state != "success":

@@ -159,13 +159,22 @@ def cancel(dag_id: str, run_id: str) -> None:
         set_dag_run_state_to_failed(dag=dag, run_id=run_id, commit=True, session=session)
 
 
-def wait_finished(dag_id: str, project: ProjectRef, run_id: str, timeout: float, interval: float = 0.5) -> RunSnapshot | None:
-    """Poll until the run succeeds or fails; returns the last snapshot (unfinished on timeout)."""
+def run_snapshot(dag_id: str, run_id: str) -> RunSnapshot | None:
+    from sqlalchemy import select
+
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).first()
+        return _snapshot(session, run) if run is not None else None
+
+
+def wait_finished(dag_id: str, run_id: str, timeout: float, interval: float = 0.5) -> RunSnapshot | None:
+    """Poll one run until it succeeds or fails; returns the last snapshot (unfinished on timeout)."""
     deadline = time.monotonic() + timeout
     while True:
-        snapshot = latest_run(dag_id, project)
-        if snapshot is not None and snapshot.run_id == run_id and snapshot.finished:
-            return snapshot
-        if time.monotonic() >= deadline:
+        snapshot = run_snapshot(dag_id, run_id)
+        if (snapshot is not None and snapshot.finished) or time.monotonic() >= deadline:
             return snapshot
         time.sleep(interval)
