@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -157,3 +158,131 @@ def serialized_dags(airflow_db):
         bag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
         assert not bag.import_errors, bag.import_errors
         sync_bag_to_db(bag, bundle.name, bundle.version)
+
+
+MOTO_ACCOUNT = "123456789012"
+MOTO_REGION = "us-east-1"
+
+
+class AwsStandIn:
+    """moto as a real HTTP server, plus a registry standing in for the account's ECR registry.
+
+    ECR's registry side (the OCI distribution API with basic auth ``AWS:<token>``) is not in moto,
+    so a real registry with htpasswd accepts exactly moto's ``GetAuthorizationToken`` answer.
+    """
+
+    access_key = "AKIACLOUDDEPLOYTEST1"
+
+    def __init__(self, endpoint: str, registry_host: str, secret: str):
+        self.endpoint = endpoint
+        self.registry_host = registry_host
+        self.secret_key = secret
+        self.ecr_password = f"{MOTO_ACCOUNT}-auth-token"
+        self.region = MOTO_REGION
+        self.defaults: dict = {}
+
+    def client(self, service: str, endpoint: str | None = None):
+        import boto3
+
+        return boto3.client(
+            service,
+            region_name=self.region,
+            endpoint_url=endpoint or self.endpoint,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
+
+    def connection(self, endpoint: str | None = None, **defaults) -> str:
+        import json
+
+        extra = {
+            "region_name": self.region,
+            "endpoint_url": endpoint or self.endpoint,
+            "cloud_deploy": {**self.defaults, "ecr_registry_endpoint": self.registry_host, **defaults},
+        }
+        return json.dumps({"conn_type": "aws", "login": self.access_key, "password": self.secret_key, "extra": extra})
+
+    def role(self, name: str, service: str) -> str:
+        import json
+
+        policy = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
+        return self.client("iam").create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(policy))["Role"]["Arn"]
+
+    def provision(self) -> None:
+        """What an AWS account already has before cloud-deploy runs: network, roles, a bucket, a Batch queue."""
+        ec2 = self.client("ec2")
+        vpc = ec2.create_vpc(CidrBlock="10.20.0.0/16")["Vpc"]["VpcId"]
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.20.1.0/24")["Subnet"]["SubnetId"]
+        group = ec2.create_security_group(GroupName="cloud-deploy-test", Description="test", VpcId=vpc)["GroupId"]
+        self.client("s3").create_bucket(Bucket="cloud-deploy-test-models")
+        batch_role = self.role("cloud-deploy-batch", "batch.amazonaws.com")
+        batch = self.client("batch")
+        environment = batch.create_compute_environment(
+            computeEnvironmentName="cloud-deploy-test", type="UNMANAGED", state="ENABLED", serviceRole=batch_role
+        )["computeEnvironmentArn"]
+        batch.create_job_queue(
+            jobQueueName="cloud-deploy-test", state="ENABLED", priority=1,
+            computeEnvironmentOrder=[{"order": 1, "computeEnvironment": environment}],
+        )
+        self.defaults = {
+            "subnets": [subnet],
+            "security_groups": [group],
+            "execution_role_arn": self.role("cloud-deploy-ecs-execution", "ecs-tasks.amazonaws.com"),
+            "sagemaker_execution_role_arn": self.role("cloud-deploy-sagemaker", "sagemaker.amazonaws.com"),
+            "sagemaker_bucket": "cloud-deploy-test-models",
+            "batch_job_queue": "cloud-deploy-test",
+        }
+
+
+def _wait_http(url: str, seconds: float = 30) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+
+
+@pytest.fixture(scope="session")
+def aws(docker_client):
+    """moto server (real HTTP, real boto3) + the ECR registry stand-in; the ``aws_default`` connection points at them."""
+    import bcrypt
+
+    secret = "moto-secret-" + uuid.uuid4().hex
+    moto_port, registry_port = free_port(), free_port()
+    data = SESSION_DIR / f"ecr-{registry_port}"
+    data.mkdir()
+    password = f"{MOTO_ACCOUNT}-auth-token".encode()
+    (data / "htpasswd").write_text(f"AWS:{bcrypt.hashpw(password, bcrypt.gensalt(rounds=5)).decode()}\n")
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "start-registry.sh"), str(registry_port), str(data), str(data / "htpasswd")],
+        check=True,
+    )
+    moto_env = {**os.environ, "MOTO_ECS_SERVICE_RUNNING": "1", "MOTO_ALLOW_NONEXISTENT_REGION": "false"}
+    moto = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
+        env=moto_env, stdout=open(SESSION_DIR / "moto.log", "wb"), stderr=subprocess.STDOUT,
+    )
+    stand_in = AwsStandIn(f"http://127.0.0.1:{moto_port}", f"127.0.0.1:{registry_port}", secret)
+    previous = os.environ.get("AIRFLOW_CONN_AWS_DEFAULT")
+    try:
+        _wait_http(stand_in.endpoint + "/moto-api/")
+        stand_in.provision()
+        os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = stand_in.connection()
+        yield stand_in
+    finally:
+        moto.terminate()
+        moto.wait(timeout=30)
+        if (data / "registry.pid").exists():
+            subprocess.run(["kill", (data / "registry.pid").read_text().strip()], check=False)
+    if previous is None:
+        os.environ.pop("AIRFLOW_CONN_AWS_DEFAULT", None)
+    else:
+        os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = previous

@@ -91,14 +91,18 @@ def repository_for(image_uri: str | None, project: ProjectRef, registry_host: st
 
     Without ``image_uri`` it is ``cloud-deploy/<user>/<project>``, lowercased as repositories must be.
     """
-    if image_uri:
-        host, path, _ = split_reference(image_uri)
-    else:
-        host = None
-        path = re.sub(r"[^a-z0-9._/-]", "-", f"cloud-deploy/{project.user_id}/{project.project_id}".lower())
+    host = split_reference(image_uri)[0] if image_uri else None
+    path = repository_path(image_uri, project)
     if registry_host:
         return f"{registry_host}/{path}"
     return f"{host}/{path}" if host else path
+
+
+def repository_path(image_uri: str | None, project: ProjectRef) -> str:
+    """The repository's path without its registry host."""
+    if image_uri:
+        return split_reference(image_uri)[1]
+    return re.sub(r"[^a-z0-9._/-]", "-", f"cloud-deploy/{project.user_id}/{project.project_id}".lower())
 
 
 class RegistryClient:

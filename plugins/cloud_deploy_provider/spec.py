@@ -40,17 +40,22 @@ __all__ = [
     "KNOWN_DEPLOY_TYPES",
     "MAX_SPEC_BYTES",
     "Accelerator",
+    "AwsVpc",
+    "Batch",
     "Build",
     "Components",
     "CustomPackages",
     "Deploy",
     "DeploymentSpec",
+    "Ecs",
     "K8s",
     "ModelService",
     "Network",
     "OptionalFiles",
     "Readiness",
     "Resources",
+    "SageMaker",
+    "SageMakerAsync",
     "SpecError",
     "check_project_files",
     "load_spec",
@@ -102,6 +107,17 @@ _HOSTNAME_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?", r
 _PYTHON_VERSION = re.compile(r"[0-9]+\.[0-9]+(?:\.[0-9]+)?", re.ASCII)
 _ABSOLUTE_PATH_PART = re.compile(r"[A-Za-z0-9._-]+", re.ASCII)
 _RELATIVE_PATH_PART = re.compile(r"[A-Za-z0-9._ -]+", re.ASCII)
+_SUBNET_ID = re.compile(r"subnet-[0-9a-f]{8,17}", re.ASCII)
+_SECURITY_GROUP_ID = re.compile(r"sg-[0-9a-f]{8,17}", re.ASCII)
+_IAM_ROLE_ARN = re.compile(r"arn:aws[a-z-]{0,10}:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}", re.ASCII)
+_AWS_RESOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}", re.ASCII)
+_S3_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", re.ASCII)
+_S3_URI = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](?:/[A-Za-z0-9!_.*'()/-]{0,1000})?", re.ASCII)
+_TARGET_GROUP_ARN = re.compile(
+    r"arn:aws[a-z-]{0,10}:elasticloadbalancing:[a-z0-9-]{1,30}:[0-9]{12}:targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}",
+    re.ASCII,
+)
+_SAGEMAKER_INSTANCE_TYPE = re.compile(r"ml\.[a-z0-9]+\.[a-z0-9]+", re.ASCII)
 
 # Docker image reference, per github.com/distribution/reference (regexp.go).
 _IMAGE_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -375,6 +391,15 @@ def _vendor_resource_key(value: Any) -> str:
     return text
 
 
+def _enabled_disabled(value: Any) -> str:
+    if isinstance(value, bool):
+        return "ENABLED" if value else "DISABLED"
+    text = _require_str(value, "ENABLED or DISABLED").upper()
+    if text not in ("ENABLED", "DISABLED"):
+        _fail(f"{_show(value)} must be ENABLED or DISABLED (or true/false)")
+    return text
+
+
 def _accelerator_fields(text: str) -> dict[str, Any]:
     parts = text.split(":")
     if len(parts) > 4:
@@ -405,6 +430,14 @@ AptPackage = Annotated[
     _grammar(_APT_PACKAGE, "a Debian package name (lowercase letters, digits, '+', '.', '-', optionally =version)"),
 ]
 VendorResourceKey = Annotated[str, BeforeValidator(_vendor_resource_key)]
+SubnetId = Annotated[str, _grammar(_SUBNET_ID, "a subnet id such as subnet-0abc1234")]
+SecurityGroupId = Annotated[str, _grammar(_SECURITY_GROUP_ID, "a security group id such as sg-0abc1234")]
+IamRoleArn = Annotated[str, _grammar(_IAM_ROLE_ARN, "an IAM role ARN such as arn:aws:iam::123456789012:role/name")]
+AwsResourceName = Annotated[
+    str, _grammar(_AWS_RESOURCE_NAME, "a name of letters, digits, '_' and '-' (up to 128, not starting with '_' or '-')")
+]
+S3Bucket = Annotated[str, _grammar(_S3_BUCKET, "an S3 bucket name (lowercase letters, digits, '.', '-')")]
+S3Uri = Annotated[str, _grammar(_S3_URI, "an S3 URI such as s3://bucket/prefix")]
 PositiveNumber = Annotated[int | float, _ranged(integer=False, above=0)]
 
 
@@ -519,6 +552,58 @@ class Readiness(_SpecModel):
     interval_seconds: Annotated[float, _ranged(integer=False, low=0.1, high=60)] = 1.0
 
 
+class AwsVpc(_SpecModel):
+    """TANGO's ``deploy.awsvpc``: where ECS tasks get their network interface."""
+
+    subnets: list[SubnetId] = []
+    security_groups: list[SecurityGroupId] = []
+    assign_publicip: Annotated[str, BeforeValidator(_enabled_disabled)] | None = None
+
+
+class Ecs(_SpecModel):
+    cluster: AwsResourceName | None = None
+    launch_type: Annotated[str, _one_of(("fargate", "ec2"), "launch type"), AfterValidator(str.upper)] | None = None
+    execution_role_arn: IamRoleArn | None = None
+    task_role_arn: IamRoleArn | None = None
+    target_group_arn: Annotated[
+        str, _grammar(_TARGET_GROUP_ARN, "an ELB target group ARN (arn:aws:elasticloadbalancing:...:targetgroup/...)")
+    ] | None = None
+
+
+class SageMakerAsync(_SpecModel):
+    output_path: S3Uri
+    failure_path: S3Uri | None = None
+    max_concurrent_invocations_per_instance: Annotated[int, _ranged(integer=True, low=1, high=1000)] | None = None
+
+
+class SageMaker(_SpecModel):
+    """A SageMaker endpoint; ``model_data`` are project files packed into ``deploy.tar.gz``."""
+
+    mode: Annotated[Literal["realtime", "async"], _one_of(("realtime", "async"), "SageMaker mode")] = "realtime"
+    instance_type: Annotated[
+        str, _grammar(_SAGEMAKER_INSTANCE_TYPE, "a SageMaker instance type such as ml.t2.xlarge")
+    ] = "ml.t2.xlarge"
+    instance_count: Annotated[int, _ranged(integer=True, low=1, high=100)] = 1
+    execution_role_arn: IamRoleArn | None = None
+    bucket: S3Bucket | None = None
+    model_data: list[RelativePath] = []
+    async_inference: SageMakerAsync | None = Field(
+        default=None, validation_alias=AliasChoices("async", "async_inference"), serialization_alias="async"
+    )
+
+    @model_validator(mode="after")
+    def _async_needs_output(self) -> "SageMaker":
+        if self.mode == "async" and self.async_inference is None:
+            _fail("mode async needs async.output_path (the S3 URI results are written to)")
+        return self
+
+
+class Batch(_SpecModel):
+    job_queue: AwsResourceName | None = None
+    timeout_seconds: Annotated[int, _ranged(integer=True, low=60, high=14 * 24 * 3600)] | None = None
+    attempts: Annotated[int, _ranged(integer=True, low=1, high=10)] = 1
+
+
 class Deploy(_SpecModel):
     type: Annotated[str, _one_of(KNOWN_DEPLOY_TYPES, "deploy type")]
     service_name: Annotated[str, BeforeValidator(_service_name)] = Field(
@@ -534,6 +619,10 @@ class Deploy(_SpecModel):
     model_service: ModelService | None = None
     replicas: Annotated[int, _ranged(integer=True, low=1, high=100)] = 1
     readiness: Readiness = Field(default_factory=Readiness)
+    awsvpc: AwsVpc | None = None
+    ecs: Ecs | None = None
+    sagemaker: SageMaker | None = None
+    batch: Batch | None = None
 
 
 class OptionalFiles(_SpecModel):

@@ -54,10 +54,15 @@ class CloudDeployStageOperator(BaseOperator):
 
         return LoadedProject(self.project, DeploymentSpec.model_validate(validated["spec"]), Path(validated["folder"]))
 
-    def registry(self):
+    def registry(self, spec):
+        """The target's own registry (ECR for AWS targets), else the installation's registry connection."""
         from cloud_deploy_provider.registry import Registry
         from cloud_deploy_provider.settings import EngineSettings
+        from cloud_deploy_provider.targets import target_class
 
+        image_registry = getattr(target_class(spec.deploy.type), "image_registry", None)
+        if image_registry is not None:
+            return image_registry(self.project, spec, self.log.info)
         conn_id = EngineSettings.from_env().registry_conn_id
         if not conn_id:
             return None
@@ -88,8 +93,8 @@ class CloudDeployBuildOperator(CloudDeployStageOperator):
         from cloud_deploy_provider.pipeline import build
         from cloud_deploy_provider.settings import BuildSettings
 
-        built = build(self.loaded(self.validated), self.docker_client(), BuildSettings.from_env(),
-                      self.registry(), self.log.info)
+        loaded = self.loaded(self.validated)
+        built = build(loaded, self.docker_client(), BuildSettings.from_env(), self.registry(loaded.spec), self.log.info)
         return built.to_dict()
 
 
@@ -106,7 +111,8 @@ class CloudDeployPushOperator(CloudDeployStageOperator):
         from cloud_deploy_provider.pipeline import BuiltImage, push
 
         built = BuiltImage(**self.built)
-        return push(built, self.docker_client(), self.registry(), self.validated["type"], self.log.info).to_dict()
+        registry = self.registry(self.loaded(self.validated).spec)
+        return push(built, self.docker_client(), registry, self.validated["type"], self.log.info).to_dict()
 
 
 class CloudDeployTargetOperator(CloudDeployStageOperator):

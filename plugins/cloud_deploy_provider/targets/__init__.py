@@ -16,6 +16,9 @@ from cloud_deploy_provider.spec import DeploymentSpec
 
 TARGETS: dict[str, str] = {
     "docker": "cloud_deploy_provider.targets.docker:DockerTarget",
+    "aws-ecs": "cloud_deploy_provider.targets.aws_ecs:EcsTarget",
+    "aws-sagemaker": "cloud_deploy_provider.targets.aws_sagemaker:SageMakerTarget",
+    "aws-batch": "cloud_deploy_provider.targets.aws_batch:BatchTarget",
 }
 
 TargetState = Literal["running", "starting", "exited", "failed", "completed", "absent", "unknown"]

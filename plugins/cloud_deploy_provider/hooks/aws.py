@@ -1,0 +1,132 @@
+"""AWS access for the ``aws-*`` targets, through the amazon provider's hooks (boto3 underneath).
+
+Credentials, region and ``endpoint_url`` come from an Airflow ``aws`` connection
+(``CLOUD_DEPLOY_AWS_CONN_ID``, default ``aws_default``). Clients use botocore's ``standard``
+retry mode, so throttling and 5xx answers are retried with exponential backoff, unless the
+connection's ``config_kwargs`` choose their own retries.
+
+The installation's defaults for the AWS targets (network, roles, queue, bucket) live in the same
+connection's extra under ``cloud_deploy``; a project's ``deployment.yaml`` overrides them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import cached_property
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+
+from cloud_deploy_provider.spec import (
+    AwsResourceName,
+    IamRoleArn,
+    S3Bucket,
+    SecurityGroupId,
+    SubnetId,
+    _enabled_disabled,
+)
+
+DEFAULT_CONN_ID = "aws_default"
+DEFAULT_RETRIES = {"mode": "standard", "max_attempts": 8}
+_CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+_REGISTRY_ENDPOINT = re.compile(r"^(?:https?://)?[A-Za-z0-9.-]+(?::[0-9]{1,5})?$")
+
+
+class AwsSettingsError(ValueError):
+    """The AWS connection or its ``cloud_deploy`` defaults cannot be used."""
+
+
+def _registry_endpoint(value: Any) -> str:
+    if not isinstance(value, str) or not _REGISTRY_ENDPOINT.match(value):
+        raise ValueError("must be host[:port] or http(s)://host[:port]")
+    return value
+
+
+class AwsDefaults(BaseModel):
+    """``extra.cloud_deploy`` of the AWS connection: what a project does not say itself."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subnets: list[SubnetId] = []
+    security_groups: list[SecurityGroupId] = []
+    assign_public_ip: Annotated[str, BeforeValidator(_enabled_disabled)] = "ENABLED"
+    ecs_cluster: AwsResourceName | None = None
+    execution_role_arn: IamRoleArn | None = None
+    task_role_arn: IamRoleArn | None = None
+    sagemaker_execution_role_arn: IamRoleArn | None = None
+    sagemaker_bucket: S3Bucket | None = None
+    batch_job_queue: AwsResourceName | None = None
+    ecr_scan_on_push: bool = True
+    ecr_immutable_tags: bool = False
+    ecr_registry_endpoint: Annotated[str, BeforeValidator(_registry_endpoint)] | None = None
+
+
+def aws_conn_id() -> str:
+    value = os.environ.get("CLOUD_DEPLOY_AWS_CONN_ID", "").strip() or DEFAULT_CONN_ID
+    if not _CONN_ID.match(value):
+        raise AwsSettingsError(f"CLOUD_DEPLOY_AWS_CONN_ID: {value!r} is not a connection id")
+    return value
+
+
+class AwsSession:
+    """boto3 clients for one AWS connection, made once per service."""
+
+    def __init__(self, conn_id: str | None = None):
+        self.conn_id = conn_id or aws_conn_id()
+        self._clients: dict[str, Any] = {}
+
+    @cached_property
+    def _hook(self):
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+
+        return AwsBaseHook(aws_conn_id=self.conn_id, client_type="sts")
+
+    @cached_property
+    def _config(self):
+        from botocore.config import Config
+
+        return Config(retries=dict(DEFAULT_RETRIES)).merge(self._hook.config)
+
+    @cached_property
+    def _boto_session(self):
+        return self._hook.get_session(region_name=self.region)
+
+    def client(self, service: str) -> Any:
+        """One boto3 client per service, from one session (the connection is read once)."""
+        if service not in self._clients:
+            self._clients[service] = self._boto_session.client(
+                service,
+                endpoint_url=self._hook.conn_config.get_service_endpoint_url(service_name=service),
+                config=self._config,
+                verify=self._hook.verify,
+            )
+        return self._clients[service]
+
+    @cached_property
+    def region(self) -> str:
+        region = self._hook.region_name
+        if not region:
+            raise AwsSettingsError(f"connection {self.conn_id!r}: set region_name in its extra")
+        return region
+
+    @cached_property
+    def account_id(self) -> str:
+        return self.client("sts").get_caller_identity()["Account"]
+
+    @cached_property
+    def defaults(self) -> AwsDefaults:
+        raw = self._hook.conn_config.extra_config.get("cloud_deploy") or {}
+        try:
+            return AwsDefaults.model_validate(raw)
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+            raise AwsSettingsError(f"connection {self.conn_id!r} extra.cloud_deploy: {problems}") from None
+
+    def ecr_credentials(self):
+        """A 12-hour ECR login (``AWS`` + token), masked in Airflow's logs by the hook."""
+        from airflow.providers.amazon.aws.hooks.ecr import EcrHook
+
+        hook = EcrHook(aws_conn_id=self.conn_id, region_name=self.region, config=self._config)
+        return hook.get_temporary_credentials()[0]
+
