@@ -1,0 +1,306 @@
+"""The ``aws-batch`` target: a job definition running the image by digest, and one job per deploy.
+
+A deploy registers the job definition (a new revision only when its content changed) and submits
+one job to the queue; the deploy DAG then waits until the job finished, so a successful run means
+the job SUCCEEDED. While a job of the project is still active, deploying again submits nothing.
+
+The job is named from the project and tagged with it; status and stop look the project's jobs up
+by that name on the queue and act only on jobs and job definitions carrying its tag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from typing import Any, ClassVar
+
+from botocore.exceptions import ClientError
+
+from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
+from cloud_deploy_provider.spec import DeploymentSpec
+from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
+from cloud_deploy_provider.targets._aws import AwsTarget, AwsTargetError
+
+LABEL_CONFIG = "io.cloud-deploy.config"
+LABEL_JOB_ID = "io.cloud-deploy.job-id"
+DEFAULT_VCPUS = 1
+DEFAULT_MEMORY_MB = 2048
+DEFAULT_TIMEOUT_SECONDS = 3600
+# Beyond the job's own timeout, how long a deploy waits for it to be scheduled and started.
+MIN_START_MARGIN_SECONDS = 600
+DEFAULT_LOG_GROUP = "/aws/batch/job"
+LOG_LINES = 20
+STOP_WAIT_SECONDS = 120
+STOP_REASON = "cloud-deploy stop"
+
+ACTIVE_STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
+
+
+class BatchTarget(AwsTarget):
+    type: ClassVar[str] = "aws-batch"
+
+    # ------------------------------------------------------------------ what it would create
+
+    def configured_queue(self, spec: DeploymentSpec) -> str | None:
+        batch = spec.deploy.batch
+        return (batch.job_queue if batch else None) or self.session.defaults.batch_job_queue
+
+    def job_queue(self, spec: DeploymentSpec) -> str:
+        queue = self.configured_queue(spec)
+        if not queue:
+            raise AwsTargetError(
+                "aws-batch: no job queue; set deploy.batch.job_queue or extra.cloud_deploy.batch_job_queue "
+                "on the AWS connection"
+            )
+        return queue
+
+    @staticmethod
+    def timeout_seconds(spec: DeploymentSpec) -> int:
+        batch = spec.deploy.batch
+        return (batch.timeout_seconds if batch else None) or DEFAULT_TIMEOUT_SECONDS
+
+    @staticmethod
+    def attempts(spec: DeploymentSpec) -> int:
+        return spec.deploy.batch.attempts if spec.deploy.batch else 1
+
+    def ready_timeout_seconds(self, spec: DeploymentSpec) -> int:
+        """Every attempt may run to the job timeout; the margin covers queueing and container start."""
+        margin = max(spec.deploy.readiness.timeout_seconds, MIN_START_MARGIN_SECONDS)
+        return self.attempts(spec) * self.timeout_seconds(spec) + margin
+
+    @staticmethod
+    def gpu_count(spec: DeploymentSpec) -> int:
+        accelerator = spec.build.accelerator
+        return spec.deploy.resources.gpu or (accelerator.count if accelerator.type == "gpu" else 0)
+
+    def resource_requirements(self, spec: DeploymentSpec) -> list[dict[str, str]]:
+        resources = spec.deploy.resources
+        vcpus = resources.cpu or DEFAULT_VCPUS
+        if vcpus != math.floor(vcpus):
+            raise AwsTargetError(f"aws-batch: cpu must be a whole number of vCPUs on EC2 compute, not {vcpus:g}")
+        requirements = [
+            {"type": "VCPU", "value": str(int(vcpus))},
+            {"type": "MEMORY", "value": str(resources.memory or DEFAULT_MEMORY_MB)},
+        ]
+        gpus = self.gpu_count(spec)
+        if gpus:
+            requirements.append({"type": "GPU", "value": str(gpus)})
+        return requirements
+
+    @staticmethod
+    def environment(spec: DeploymentSpec) -> list[dict[str, str]]:
+        reserved = sorted(name for name in spec.deploy.env if name.startswith("AWS_BATCH"))
+        if reserved:
+            raise AwsTargetError(f"aws-batch: env names starting with AWS_BATCH are reserved: {', '.join(reserved)}")
+        return [{"name": key, "value": value} for key, value in sorted(spec.deploy.env.items())]
+
+    def job_definition(self, spec: DeploymentSpec, image: str) -> dict[str, Any]:
+        """The image's ENTRYPOINT (deploy.entrypoint) runs the job, so no command is set."""
+        return {
+            "jobDefinitionName": self.name(spec),
+            "type": "container",
+            "containerProperties": {
+                "image": image,
+                "resourceRequirements": self.resource_requirements(spec),
+                "environment": self.environment(spec),
+            },
+            "timeout": {"attemptDurationSeconds": self.timeout_seconds(spec)},
+            "retryStrategy": {"attempts": self.attempts(spec)},
+            "propagateTags": True,
+        }
+
+    def submit_request(self, spec: DeploymentSpec, job_definition: str) -> dict[str, Any]:
+        return {
+            "jobName": self.name(spec),
+            "jobQueue": self.job_queue(spec),
+            "jobDefinition": job_definition,
+            "tags": self.labels(spec),
+            "propagateTags": True,
+        }
+
+    @classmethod
+    def describe(cls, project: ProjectRef, spec: DeploymentSpec, settings: Any = None) -> dict[str, Any]:
+        """Reads the AWS connection's defaults; calls no AWS API."""
+        target = cls(project)
+        return {
+            "jobDefinition": target.job_definition(spec, "<the pushed image, by digest>"),
+            "submitJob": target.submit_request(spec, "<the job definition>"),
+            "waitSeconds": target.ready_timeout_seconds(spec),
+        }
+
+    # ------------------------------------------------------------------ deploy
+
+    def deploy(self, spec: DeploymentSpec, image: ImageRef) -> DeployResult:
+        definition = self.job_definition(spec, image.pinned)
+        request = self.submit_request(spec, "")
+        self.check_queue(request["jobQueue"])
+        active = [job for job in self.jobs(spec) if job["status"] in ACTIVE_STATES]
+        if active:
+            job = active[0]
+            self.log(f"job {job['jobName']} ({job['jobId']}) is still {job['status']}: no second job submitted "
+                     "(stop the deployment to run a changed one now)")
+            resources = self.resources(request["jobQueue"], job.get("jobDefinition", ""), job)
+            return DeployResult(self.type, resources, changed=False)
+        request["jobDefinition"] = self.ensure_job_definition(spec, definition)
+        batch = self.session.client("batch")
+        job = batch.submit_job(**request)
+        self.log(f"submitted job {job['jobName']} ({job['jobId']}) to queue {request['jobQueue']}")
+        self.tag_job_id(job)
+        return DeployResult(self.type, self.resources(request["jobQueue"], request["jobDefinition"], job))
+
+    def tag_job_id(self, job: dict[str, Any]) -> None:
+        """Best effort: the job is submitted and runs whether or not this tag can be added."""
+        try:
+            self.session.client("batch").tag_resource(resourceArn=job["jobArn"], tags={LABEL_JOB_ID: job["jobId"]})
+        except ClientError as error:
+            self.log(f"could not tag job {job['jobId']} with its id: {error}")
+
+    @staticmethod
+    def resources(queue: str, job_definition: str, job: dict[str, Any]) -> dict[str, str]:
+        return {
+            "job_queue": queue,
+            "job_definition": job_definition,
+            "job_name": job["jobName"],
+            "job_id": job["jobId"],
+        }
+
+    def check_queue(self, queue: str) -> None:
+        """Fail before registering anything when the queue is missing or cannot take jobs."""
+        found = self.session.client("batch").describe_job_queues(jobQueues=[queue])["jobQueues"]
+        if not found:
+            raise AwsTargetError(f"aws-batch: job queue {queue} does not exist in {self.session.region}")
+        state, status = found[0].get("state"), found[0].get("status")
+        if state != "ENABLED" or status in ("DELETING", "DELETED"):
+            raise AwsTargetError(f"aws-batch: job queue {queue} cannot take jobs (state {state}, status {status})")
+
+    def ensure_job_definition(self, spec: DeploymentSpec, definition: dict[str, Any]) -> str:
+        """The latest revision when it has this content, else a new revision."""
+        config_hash = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:32]
+        current = self.job_definitions(spec)
+        latest = max(current, key=lambda d: d["revision"]) if current else None
+        if latest and latest.get("tags", {}).get(LABEL_CONFIG) == config_hash:
+            return latest["jobDefinitionArn"]
+        tags = {**self.labels(spec, created=True), LABEL_CONFIG: config_hash}
+        registered = self.session.client("batch").register_job_definition(**definition, tags=tags)
+        self.log(f"registered job definition {registered['jobDefinitionName']}:{registered['revision']}")
+        return registered["jobDefinitionArn"]
+
+    def job_definitions(self, spec: DeploymentSpec) -> list[dict[str, Any]]:
+        """Active revisions of this project's job definition that carry its tag."""
+        batch, name = self.session.client("batch"), self.name(spec)
+        found = []
+        for page in batch.get_paginator("describe_job_definitions").paginate(jobDefinitionName=name, status="ACTIVE"):
+            found += page["jobDefinitions"]
+        return [d for d in found if d["jobDefinitionName"] == name and d.get("tags", {}).get(LABEL_KEY) == self.owner]
+
+    def jobs(self, spec: DeploymentSpec) -> list[dict[str, Any]]:
+        """This project's jobs on the queue, newest first; a JOB_NAME filter lists jobs in every state."""
+        batch, name, queue = self.session.client("batch"), self.name(spec), self.configured_queue(spec)
+        if not queue:
+            return []
+        summaries = []
+        pages = batch.get_paginator("list_jobs").paginate(
+            jobQueue=queue, filters=[{"name": "JOB_NAME", "values": [name]}]
+        )
+        try:
+            for page in pages:
+                summaries += [job for job in page["jobSummaryList"] if job["jobName"] == name]
+        except ClientError:
+            if batch.describe_job_queues(jobQueues=[queue])["jobQueues"]:
+                raise
+            return []
+        owned = {job["jobId"] for job in self.describe_jobs([s["jobId"] for s in summaries]) if self.is_ours(job)}
+        return sorted((s for s in summaries if s["jobId"] in owned), key=lambda s: s.get("createdAt", 0), reverse=True)
+
+    def describe_jobs(self, job_ids: list[str]) -> list[dict[str, Any]]:
+        batch, described = self.session.client("batch"), []
+        for start in range(0, len(job_ids), 100):
+            described += batch.describe_jobs(jobs=job_ids[start : start + 100])["jobs"]
+        return described
+
+    def is_ours(self, job: dict[str, Any]) -> bool:
+        return job.get("tags", {}).get(LABEL_KEY) == self.owner
+
+    # ------------------------------------------------------------------ status
+
+    def status(self, spec: DeploymentSpec) -> TargetStatus:
+        jobs = self.jobs(spec)
+        if not jobs:
+            return TargetStatus("absent", message=f"no AWS Batch job {self.name(spec)} on queue {self.job_queue(spec)}")
+        summary = jobs[0]
+        job = self.describe_jobs([summary["jobId"]])[0]
+        state, what = job["status"], f"AWS Batch job {job['jobName']} ({job['jobId']})"
+        details = {"job_id": job["jobId"], "job_queue": self.job_queue(spec), "job_status": state}
+        if state in ACTIVE_STATES:
+            return TargetStatus("starting", message=f"{what} is {state}", details=details)
+        if state == "SUCCEEDED":
+            return TargetStatus("completed", message=f"{what} succeeded", details=details)
+        return TargetStatus("failed", message=self.failure_message(what, job, summary), details=details)
+
+    def failure_message(self, what: str, job: dict[str, Any], summary: dict[str, Any]) -> str:
+        attempt = (job.get("attempts") or [{}])[-1].get("container", {})
+        containers = (job.get("container", {}), attempt, summary.get("container", {}))
+        exit_code = next((c["exitCode"] for c in containers if "exitCode" in c), None)
+        parts = [f"{what} failed"]
+        reasons = [r for r in (job.get("statusReason"), attempt.get("reason")) if r]
+        if reasons:
+            parts.append(": " + "; ".join(reasons))
+        if exit_code is not None:
+            parts.append(f" (exit code {exit_code})")
+        lines = self.last_log_lines(job, attempt)
+        if lines:
+            parts.append("\nlast log lines:\n" + "\n".join(lines))
+        return "".join(parts)
+
+    def last_log_lines(self, job: dict[str, Any], attempt: dict[str, Any]) -> list[str]:
+        """The job's last CloudWatch log lines, when the awslogs driver wrote any and we may read them."""
+        container = job.get("container", {})
+        stream = container.get("logStreamName") or attempt.get("logStreamName")
+        if not stream:
+            return []
+        options = container.get("logConfiguration", {}).get("options", {})
+        group = options.get("awslogs-group", DEFAULT_LOG_GROUP)
+        try:
+            events = self.session.client("logs").get_log_events(
+                logGroupName=group, logStreamName=stream, limit=LOG_LINES, startFromHead=False
+            )["events"]
+        except ClientError as error:
+            self.log(f"could not read the job's logs from {group}/{stream}: {error}")
+            return []
+        return [event["message"].rstrip() for event in events]
+
+    # ------------------------------------------------------------------ stop
+
+    def stop(self, spec: DeploymentSpec | None) -> list[str]:
+        if spec is None:
+            raise AwsTargetError("aws-batch: stop needs the deployed spec to know the job queue and job name")
+        removed = self.terminate_jobs(spec)
+        removed += self.deregister_job_definitions(spec)
+        removed += self.delete_repository(spec)
+        return removed
+
+    def terminate_jobs(self, spec: DeploymentSpec) -> list[str]:
+        batch = self.session.client("batch")
+        active = [job for job in self.jobs(spec) if job["status"] in ACTIVE_STATES]
+        for job in active:
+            batch.terminate_job(jobId=job["jobId"], reason=STOP_REASON)
+            self.log(f"terminating job {job['jobName']} ({job['jobId']}), which was {job['status']}")
+        ids = {job["jobId"] for job in active}
+        deadline = time.monotonic() + STOP_WAIT_SECONDS
+        while ids and time.monotonic() < deadline:
+            ids = {job["jobId"] for job in self.describe_jobs(sorted(ids)) if job["status"] in ACTIVE_STATES}
+            if ids:
+                time.sleep(1)
+        if ids:
+            self.log(f"jobs {', '.join(sorted(ids))} were not stopped after {STOP_WAIT_SECONDS} s; AWS Batch ends them")
+        return [f"batch-job/{job['jobName']}/{job['jobId']}" for job in active]
+
+    def deregister_job_definitions(self, spec: DeploymentSpec) -> list[str]:
+        batch = self.session.client("batch")
+        removed = []
+        for definition in self.job_definitions(spec):
+            batch.deregister_job_definition(jobDefinition=definition["jobDefinitionArn"])
+            removed.append(f"batch-job-definition/{definition['jobDefinitionName']}:{definition['revision']}")
+        return removed
