@@ -136,9 +136,15 @@ def make_target(project: ProjectRef, deploy_type: str, log: Log, **options: Any)
 
 
 def wait_ready(target: Target, spec: DeploymentSpec, log: Log) -> TargetStatus:
-    """Poll the target until it reports ready, fails, or the readiness deadline passes."""
+    """Poll the target until it reports ready (or completed), fails, or the deadline passes.
+
+    The deadline is ``deploy.readiness.timeout_seconds`` unless the target knows better (a batch
+    job is waited for until its own timeout).
+    """
     readiness = spec.deploy.readiness
-    deadline = time.monotonic() + readiness.timeout_seconds
+    ready_timeout = getattr(target, "ready_timeout_seconds", None)
+    timeout = ready_timeout(spec) if ready_timeout else readiness.timeout_seconds
+    deadline = time.monotonic() + timeout
     last_message = None
     while True:
         status = target.status(spec)
@@ -150,7 +156,7 @@ def wait_ready(target: Target, spec: DeploymentSpec, log: Log) -> TargetStatus:
         if status.state in ("exited", "failed", "absent"):
             raise DeploymentFailed(status.message)
         if time.monotonic() >= deadline:
-            raise DeploymentFailed(f"not ready after {readiness.timeout_seconds} s: {status.message}")
+            raise DeploymentFailed(f"not ready after {timeout} s: {status.message}")
         time.sleep(readiness.interval_seconds)
 
 

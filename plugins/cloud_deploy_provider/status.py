@@ -108,6 +108,9 @@ def _deploy_status(run: RunSnapshot) -> DeploymentStatus:
     deployed = run.xcom("deploy") or {}
     common = {"image": image, "deploy_run_id": run.run_id, "url": deployed.get("url"), "target": deployed or None}
     if run.state == "success":
+        finished = run.xcom("wait_ready") or {}
+        if finished.get("state") == "completed":
+            return DeploymentStatus(Status.COMPLETED, "completed", finished.get("message"), **common)
         return DeploymentStatus(Status.RUNNING, "ready", "the service answers", **common)
     if run.state == "failed":
         return DeploymentStatus(Status.FAILED, _failed_stage(run), run.error(), **common)

@@ -31,6 +31,8 @@ def undeploy_run(state, run_id):
         (deploy_run("running", 3, "scheduled"), Status.PREPARING, "deploy"),
         (deploy_run("running", 4, "running"), Status.PREPARING, "wait_ready"),
         (deploy_run("success", 5), Status.RUNNING, "ready"),
+        (deploy_run("success", 5, xcoms={("wait_ready", "return_value"): {"state": "completed"}}), Status.COMPLETED,
+         "completed"),
         (deploy_run("failed", 1, "failed", xcoms={("build", "error"): "pip exploded"}), Status.FAILED, "build"),
         (deploy_run("failed", 0), Status.FAILED, "cancelled"),
     ],

@@ -72,8 +72,10 @@ def _live_status(project: ProjectRef, deploy: RunSnapshot, status: DeploymentSta
         live = make_target(project, spec.deploy.type, log=lambda _: None).status(spec)
     except Exception as error:  # the target being unreachable is a status, not a server error
         return replace(status, status=Status.UNKNOWN, stage="unreachable", message=f"target unreachable: {error}")
-    if live.state in ("running", "completed"):
+    if live.state == "running":
         return replace(status, message=live.message, url=live.url or status.url)
+    if live.state == "completed":
+        return replace(status, status=Status.COMPLETED, stage="completed", message=live.message)
     if live.state == "starting":
         return replace(status, status=Status.PREPARING, stage="not-ready", message=live.message)
     if live.state == "absent":

@@ -75,14 +75,18 @@ class CloudDeployStageOperator(BaseOperator):
 
 
 class CloudDeployValidateOperator(CloudDeployStageOperator):
-    """Check the identifiers, deployment.yaml, the files it names and that the target exists."""
+    """Check the identifiers, deployment.yaml, the files it names, and that the target accepts the spec."""
 
     def run_stage(self, context: Any) -> dict[str, Any]:
-        from cloud_deploy_provider.pipeline import load_project
+        from cloud_deploy_provider.pipeline import load_project, make_target
 
         loaded = load_project(self.user_id, self.project_id)
         self.log.info("%s/%s: deploy.type %s, service %s", self.user_id, self.project_id,
                       loaded.spec.deploy.type, loaded.spec.deploy.service_name)
+        target = make_target(self.project, loaded.spec.deploy.type, self.log.info)
+        if hasattr(target, "preflight"):
+            target.preflight(loaded.spec)
+            self.log.info("the target accepts the spec (network, roles and sizes checked)")
         return {"spec": loaded.spec.to_dict(), "folder": str(loaded.folder), "type": loaded.spec.deploy.type}
 
 

@@ -185,7 +185,7 @@ class EcsTarget(AwsTarget):
         ecs = self.session.client("ecs")
         definition = self.task_definition(spec, image.pinned)
         request = self.service_request(spec, "")
-        self.preflight(spec, definition, request)
+        self.check_references(definition, request)
         cluster = self.ensure_cluster(spec)
         service_name = self.name(spec)
         config_hash = hashlib.sha256(json.dumps([definition, request], sort_keys=True).encode()).hexdigest()[:32]
@@ -220,7 +220,11 @@ class EcsTarget(AwsTarget):
     def resources(cluster: str, task_definition: str, service: str) -> dict[str, str]:
         return {"cluster": cluster, "service": service, "task_definition": task_definition}
 
-    def preflight(self, spec: DeploymentSpec, definition: dict[str, Any], request: dict[str, Any]) -> None:
+    def preflight(self, spec: DeploymentSpec) -> None:
+        """Run by the validate task, so a wrong subnet or role fails before anything is built or created."""
+        self.check_references(self.task_definition(spec, "<image>"), self.service_request(spec, "<task definition>"))
+
+    def check_references(self, definition: dict[str, Any], request: dict[str, Any]) -> None:
         vpc = request["networkConfiguration"]["awsvpcConfiguration"]
         self.check_network(vpc["subnets"], vpc["securityGroups"])
         for key, what in (("executionRoleArn", "execution role"), ("taskRoleArn", "task role")):
