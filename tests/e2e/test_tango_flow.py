@@ -23,10 +23,11 @@ ORDER = ["started", "building", "preparing", "running"]
 
 
 @pytest.fixture(scope="module")
-def stack(docker_client, base_image):
+def stack(docker_client, base_image, aws):
     state = SESSION_DIR / "stack"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+        "AIRFLOW_CONN_AWS_DEFAULT": aws.connection(),
         "AIRFLOW_PORT": str(free_port()),
         "GATEWAY_PORT": str(free_port()),
         "VENV": str(Path(os.sys.executable).parent.parent),
@@ -42,13 +43,27 @@ def stack(docker_client, base_image):
     subprocess.run(["bash", str(REPO / "scripts" / "stack.sh"), "stop", str(state)], env=env, check=False)
 
 
-def _project(stack, user_id: str, project_id: str) -> int:
+def _project(stack, user_id: str, project_id: str, sample: str = "hello") -> int:
     folder = stack["shared"] / "common" / user_id / project_id
-    shutil.copytree(REPO / "samples" / "hello", folder)
+    shutil.copytree(REPO / "samples" / sample, folder)
     port = free_port()
     spec = folder / "deployment.yaml"
     spec.write_text(spec.read_text().replace("service_host_port: 18080", f"service_host_port: {port}"))
     return port
+
+
+def _wait_for(gateway: httpx.Client, params: dict, final: tuple[str, ...], seconds: float = 300) -> list[str]:
+    """The status words seen, in order, until one of ``final``."""
+    seen: list[str] = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        word = gateway.get("/status_request", params=params).text
+        if not seen or seen[-1] != word:
+            seen.append(word)
+        if word in final:
+            break
+        time.sleep(0.25)
+    return seen
 
 
 def _airflow_token(stack) -> str:
@@ -66,15 +81,7 @@ def test_start_status_answer_stop_through_the_gateway(stack, docker_client):
     started = gateway.get("/start", params=params)
     assert (started.status_code, started.text) == (200, "started")
 
-    seen: list[str] = []
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        word = gateway.get("/status_request", params=params).text
-        if not seen or seen[-1] != word:
-            seen.append(word)
-        if word in ("running", "failed"):
-            break
-        time.sleep(0.25)
+    seen = _wait_for(gateway, params, ("running", "failed"))
     detail = gateway.get(f"/deployments/{params['user_id']}/{params['project_id']}").json()
     assert seen[-1] == "running", (seen, detail)
     assert [ORDER.index(word) for word in seen] == sorted(ORDER.index(word) for word in seen), seen
@@ -98,3 +105,28 @@ def test_start_status_answer_stop_through_the_gateway(stack, docker_client):
     assert docker_client.containers(all=True, filters={"label": f"io.cloud-deploy.key={key}"}) == []
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+
+
+def test_aws_ecs_start_status_stop_through_the_gateway(stack, aws):
+    """The same TANGO calls deploy to ECS (moto) with the image in ECR, and /stop leaves nothing."""
+    params = {"user_id": "tango", "project_id": "e2e-ecs"}
+    _project(stack, **params, sample="aws-ecs")
+    gateway = httpx.Client(base_url=stack["gateway"], timeout=30)
+
+    assert gateway.get("/start", params=params).text == "started"
+    seen = _wait_for(gateway, params, ("running", "failed"))
+    detail = gateway.get(f"/deployments/{params['user_id']}/{params['project_id']}").json()
+    assert seen[-1] == "running", (seen, detail)
+    print("statuses seen:", " -> ".join(seen))
+    resources = detail["target"]["resources"]
+    ecs = aws.client("ecs")
+    service = ecs.describe_services(cluster=resources["cluster"], services=[resources["service"]])["services"][0]
+    definition = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    assert service["status"] == "ACTIVE" and "@sha256:" in definition["containerDefinitions"][0]["image"]
+    assert aws.secret_key not in json.dumps(detail)
+
+    assert gateway.get("/stop", params=params).text == "finished"
+    assert gateway.get("/status_request", params=params).text == "stopped"
+    clusters = ecs.describe_clusters(clusters=[resources["cluster"]])["clusters"]
+    assert not clusters or clusters[0]["status"] == "INACTIVE"
+    assert ecs.list_task_definitions(familyPrefix=resources["service"], status="ACTIVE")["taskDefinitionArns"] == []

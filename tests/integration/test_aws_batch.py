@@ -155,7 +155,9 @@ def test_a_missing_job_queue_is_a_clear_error_and_nothing_is_registered(batch_pr
     assert run.state == "failed"
 
     status = _status(batch_project)
-    assert status.stage == "deploy" and "job queue no-such-queue does not exist" in status.message, status
+    assert status.stage == "validate" and "job queue no-such-queue does not exist" in status.message, status
+    repositories = aws.client("ecr").describe_repositories()["repositories"]
+    assert not [r for r in repositories if batch_project.project_id in r["repositoryName"]], "nothing built or pushed"
     target, spec = _target(batch_project), _spec(batch_project)
     assert aws.client("batch").describe_job_definitions(jobDefinitionName=target.name(spec))["jobDefinitions"] == []
     assert target.status(spec).state == "absent"

@@ -166,6 +166,11 @@ class BatchTarget(AwsTarget):
             "job_id": job["jobId"],
         }
 
+    def preflight(self, spec: DeploymentSpec) -> None:
+        """Run by the validate task: sizes, env and the queue are checked before anything is built."""
+        self.job_definition(spec, "<image>")
+        self.check_queue(self.job_queue(spec))
+
     def check_queue(self, queue: str) -> None:
         """Fail before registering anything when the queue is missing or cannot take jobs."""
         found = self.session.client("batch").describe_job_queues(jobQueues=[queue])["jobQueues"]
