@@ -252,8 +252,7 @@ class SageMakerTarget(AwsTarget):
         target = cls(project)
         model_data = None
         if target.settings(spec).model_data:
-            key = target.model_data_key("<sha256 of deploy.tar.gz>")
-            model_data = f"s3://{target.bucket(spec)}/{key}"
+            model_data = f"s3://{target.bucket(spec)}/{target.s3_prefix()}<sha256[:16]>/{ARCHIVE_NAME}"
         endpoint = target.render(spec, "<the pushed image, by digest>", model_data)
         described = target.requests(spec, endpoint, f"{target.versioned_prefix(spec)}-<config hash>")
         return {**described, "model_data": target.settings(spec).model_data, "url": target.invocation_url(spec)}
