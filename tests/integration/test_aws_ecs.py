@@ -7,14 +7,12 @@ credentials moto's ECR ``GetAuthorizationToken`` hands out.
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.request import Request, urlopen
 
 import pytest
 
 from cloud_deploy_provider.registry import Registry, RegistryClient, split_reference
 from cloud_deploy_provider.status import Status
+from tests.aws_proxy import AwsProxy
 from tests.conftest import Project
 from tests.integration.test_dags import _dag, _status
 
@@ -119,91 +117,12 @@ def test_a_permanent_aws_error_fails_the_run_with_aws_message(aws, ecs_project, 
     assert leftovers(aws, ecs_project) == [], "a failed pre-flight check must create nothing"
 
 
-class FlakyAws(ThreadingHTTPServer):
-    """A proxy to moto that answers the first call of every AWS operation with a throttle or a 503.
-
-    It also keeps the request bodies, to check what was asked of AWS where moto does not store it.
-    """
-
-    def __init__(self, upstream: str):
-        super().__init__(("127.0.0.1", 0), _FlakyHandler)
-        self.upstream = upstream
-        self.seen: dict[str, int] = {}
-        self.bodies: dict[str, bytes] = {}
-        self.lock = threading.Lock()
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-
-class _FlakyHandler(BaseHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-    def _forward(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        operation = self.headers.get("X-Amz-Target") or _query_action(self.path, body) or f"{self.command} {self.path}"
-        with self.server.lock:
-            calls = self.server.seen[operation] = self.server.seen.get(operation, 0) + 1
-            self.server.bodies[operation] = body
-        if calls == 1:
-            self._answer(*_failure(self.headers, body, throttle=len(self.server.seen) % 2 == 0))
-            return
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-        request = Request(self.server.upstream + self.path, data=body or None, headers=headers, method=self.command)
-        try:
-            with urlopen(request, timeout=60) as answer:
-                self._answer(answer.status, dict(answer.headers), answer.read())
-        except Exception as error:  # HTTPError carries moto's own error answer
-            self._answer(error.code, dict(error.headers), error.read())
-
-    def _answer(self, status: int, headers: dict, body: bytes) -> None:
-        self.send_response(status)
-        for key, value in headers.items():
-            if key.lower() not in ("content-length", "transfer-encoding", "connection", "date", "server"):
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
-
-
-def _failure(headers, body: bytes, throttle: bool) -> tuple[int, dict, bytes]:
-    """A throttle or a 503, each in the wire format of the service's protocol (JSON, EC2 or query XML)."""
-    if headers.get("X-Amz-Target"):
-        error = {"__type": "ThrottlingException", "message": "Rate exceeded"}
-        if not throttle:
-            return 503, {"Content-Type": "application/x-amz-json-1.1"}, b""
-        return 400, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps(error).encode()
-    if not throttle:
-        return 503, {}, b""
-    if b"Version=2016-11-15" in body:  # EC2's own error shape
-        xml = "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit exceeded."
-        xml += "</Message></Error></Errors><RequestID>1</RequestID></Response>"
-    else:
-        xml = "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded</Message>"
-        xml += "</Error><RequestId>1</RequestId></ErrorResponse>"
-    return 400, {"Content-Type": "text/xml"}, xml.encode()
-
-
-def _query_action(path: str, body: bytes) -> str | None:
-    from urllib.parse import parse_qs, urlsplit
-
-    fields = {**parse_qs(urlsplit(path).query), **parse_qs(body.decode(errors="replace"))}
-    return fields.get("Action", [None])[0]
-
-
 @pytest.fixture
 def flaky_aws(aws, monkeypatch):
-    server = FlakyAws(aws.endpoint)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("AIRFLOW_CONN_AWS_FLAKY", aws.connection(endpoint=server.endpoint))
-    monkeypatch.setenv("CLOUD_DEPLOY_AWS_CONN_ID", "aws_flaky")
-    yield server
-    server.shutdown()
+    with AwsProxy(aws.endpoint, fail_first=True) as proxy:
+        monkeypatch.setenv("AIRFLOW_CONN_AWS_FLAKY", aws.connection(endpoint=proxy.endpoint))
+        monkeypatch.setenv("CLOUD_DEPLOY_AWS_CONN_ID", "aws_flaky")
+        yield proxy
 
 
 def test_throttling_and_5xx_are_retried_with_backoff(aws, ecs_project, flaky_aws):

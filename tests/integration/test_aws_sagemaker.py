@@ -1,7 +1,7 @@
 """The aws-sagemaker target on moto (real HTTP server) and the ECR stand-in, through the real DAGs.
 
-moto keeps every endpoint InService from creation and has no UpdateEndpoint; the update test
-answers that one call for moto (see ``_answer_update_endpoint``) and everything else goes to moto.
+moto keeps every endpoint InService from creation and has no UpdateEndpoint; the update test puts
+a wire-level proxy in front of moto that answers that one operation (``tests/aws_proxy.py``).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import tarfile
 
 import pytest
-from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 
 from cloud_deploy_provider.api import runs
@@ -23,6 +22,7 @@ from cloud_deploy_provider.status import Status, derive_status
 from cloud_deploy_provider.targets import ImageRef
 from cloud_deploy_provider.targets._aws import CREATED_BY
 from cloud_deploy_provider.targets.aws_sagemaker import SageMakerTarget
+from tests.aws_proxy import AwsProxy
 from tests.conftest import REPO, Project
 
 BUCKET = "cloud-deploy-test-models"
@@ -172,41 +172,41 @@ def test_a_symlink_in_model_data_fails_the_run_naming_it(aws, project):
     assert names["endpoints"] == names["models"] == names["objects"] == []
 
 
-def _answer_update_endpoint(target: SageMakerTarget, calls: list[dict]) -> None:
-    """moto has no UpdateEndpoint: record the request and answer as SageMaker does, for this client only."""
+def _sagemaker_with_update_endpoint(aws):
+    """moto lacks UpdateEndpoint; on the wire, answer it as SageMaker ends one: the endpoint on the new config."""
 
-    def answer(params, **_):
-        request = json.loads(params["body"])
-        calls.append(request)
-        arn = target.session.client("sagemaker").describe_endpoint(EndpointName=request["EndpointName"])["EndpointArn"]
-        return AWSResponse("https://moto/update", 200, {}, None), {"EndpointArn": arn}
+    def update_endpoint(request: dict) -> dict:
+        sagemaker = aws.client("sagemaker")
+        arn = sagemaker.describe_endpoint(EndpointName=request["EndpointName"])["EndpointArn"]
+        tags = sagemaker.list_tags(ResourceArn=arn)["Tags"]
+        sagemaker.delete_endpoint(EndpointName=request["EndpointName"])
+        created = sagemaker.create_endpoint(EndpointName=request["EndpointName"],
+                                            EndpointConfigName=request["EndpointConfigName"], Tags=tags)
+        return {"EndpointArn": created["EndpointArn"]}
 
-    target.session.client("sagemaker").meta.events.register("before-call.sagemaker.UpdateEndpoint", answer)
+    return AwsProxy(aws.endpoint, operations={"SageMaker.UpdateEndpoint": update_endpoint})
 
 
-def test_a_changed_spec_updates_the_endpoint_in_place_and_the_next_deploy_prunes(aws, project):
-    target, spec = _target(project), _spec(project)
-    image = ImageRef(f"{aws.registry_host}/x/hello:bk-1", digest="sha256:" + "a" * 64)
-    first = target.deploy(spec, image)
-    assert first.changed and first.resources["model"] != target.name(spec)
+def test_a_changed_spec_updates_the_endpoint_in_place_and_the_next_deploy_prunes(aws, project, monkeypatch):
+    with _sagemaker_with_update_endpoint(aws) as proxy:
+        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws.connection(endpoint=proxy.endpoint))
+        image = ImageRef(f"{aws.registry_host}/x/hello:bk-1", digest="sha256:" + "a" * 64)
+        first = _target(project).deploy(_spec(project), image)
+        assert first.changed and first.resources["model"] != _target(project).name(_spec(project))
 
-    calls: list[dict] = []
-    _answer_update_endpoint(target, calls)
-    project.edit(lambda data: data["deploy"]["env"].__setitem__("THRESHOLD", "0.5"))
-    second = target.deploy(_spec(project), image)
-    assert second.changed and second.resources["model"] != first.resources["model"]
-    assert calls == [{"EndpointName": target.name(spec), "EndpointConfigName": second.resources["endpoint_config"]}]
-    assert sorted(_project_names(aws, project)["models"]) == sorted([first.resources["model"],
-                                                                    second.resources["model"]])
+        project.edit(lambda data: data["deploy"]["env"].__setitem__("THRESHOLD", "0.5"))
+        second = _target(project).deploy(_spec(project), image)
+        assert second.changed and second.resources["model"] != first.resources["model"]
+        update = json.loads(proxy.bodies["SageMaker.UpdateEndpoint"])
+        assert update == {"EndpointName": _target(project).name(_spec(project)),
+                          "EndpointConfigName": second.resources["endpoint_config"]}
+        endpoint = aws.client("sagemaker").describe_endpoint(EndpointName=update["EndpointName"])
+        assert endpoint["EndpointConfigName"] == second.resources["endpoint_config"]
 
-    # moto's endpoint still runs the first configuration: deploying it again changes nothing and
-    # deletes the second generation, which nothing uses.
-    project.edit(lambda data: data["deploy"]["env"].pop("THRESHOLD"))
-    third = target.deploy(_spec(project), image)
-    assert not third.changed and third.resources["model"] == first.resources["model"]
-    names = _project_names(aws, project)
-    assert names["models"] == names["configs"] == [first.resources["model"]]
-    assert len(calls) == 1
+        third = _target(project).deploy(_spec(project), image)
+        assert not third.changed and proxy.seen["SageMaker.UpdateEndpoint"] == 1
+        names = _project_names(aws, project)
+        assert names["models"] == names["configs"] == [second.resources["model"]], "the first generation is pruned"
 
 
 def test_describe_calls_no_aws_api(aws, monkeypatch):
