@@ -6,31 +6,20 @@ from the job definition's image reference (by digest), which the engine already 
 
 from __future__ import annotations
 
-import importlib.util
 import time
 
 import pytest
-from cloud_deploy_provider.api import runs
 from cloud_deploy_provider.registry import repository_path
 from cloud_deploy_provider.spec import load_spec
-from cloud_deploy_provider.status import Status, derive_status
+from cloud_deploy_provider.status import Status
 from cloud_deploy_provider.targets._aws import AwsTargetError
 from cloud_deploy_provider.targets.aws_batch import BatchTarget
 
-from tests.conftest import REPO, Project
+from tests.conftest import Project
+from tests.integration.test_dags import _dag, _status
 
 LOG_GROUP = "/aws/batch/job"
 
-
-def _dag(name: str):
-    spec = importlib.util.spec_from_file_location(f"dag_{name}", REPO / "dags" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
-
-
-def _status(project):
-    return derive_status(runs.latest_run(runs.DEPLOY_DAG, project.ref), runs.latest_run(runs.UNDEPLOY_DAG, project.ref))
 
 
 def _target(project) -> BatchTarget:

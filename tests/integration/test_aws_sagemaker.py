@@ -6,7 +6,6 @@ a wire-level proxy in front of moto that answers that one operation (``tests/aws
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import tarfile
@@ -18,25 +17,16 @@ from cloud_deploy_provider.api import runs
 from cloud_deploy_provider.identity import LABEL_KEY
 from cloud_deploy_provider.registry import repository_path
 from cloud_deploy_provider.spec import load_spec
-from cloud_deploy_provider.status import Status, derive_status
+from cloud_deploy_provider.status import Status
 from cloud_deploy_provider.targets import ImageRef
 from cloud_deploy_provider.targets._aws import CREATED_BY
 from cloud_deploy_provider.targets.aws_sagemaker import SageMakerTarget
 from tests.aws_proxy import AwsProxy
-from tests.conftest import REPO, Project
+from tests.conftest import Project
+from tests.integration.test_dags import _dag, _status
 
 BUCKET = "cloud-deploy-test-models"
 
-
-def _dag(name: str):
-    spec = importlib.util.spec_from_file_location(f"dag_{name}", REPO / "dags" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
-
-
-def _status(project):
-    return derive_status(runs.latest_run(runs.DEPLOY_DAG, project.ref), runs.latest_run(runs.UNDEPLOY_DAG, project.ref))
 
 
 def _target(project) -> SageMakerTarget:

@@ -242,6 +242,8 @@ class BatchTarget(AwsTarget):
             return TargetStatus("starting", message=f"{what} is {state}", details=details)
         if state == "SUCCEEDED":
             return TargetStatus("completed", message=f"{what} succeeded", details=details)
+        # The summary was listed before the job was described: read it again now that the job has ended.
+        summary = next((j for j in self.jobs(spec) if j["jobId"] == job["jobId"]), summary)
         return TargetStatus("failed", message=self.failure_message(what, job, summary), details=details)
 
     def failure_message(self, what: str, job: dict[str, Any], summary: dict[str, Any]) -> str:
