@@ -107,26 +107,48 @@ def test_start_status_answer_stop_through_the_gateway(stack, docker_client):
         httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
 
 
-def test_aws_ecs_start_status_stop_through_the_gateway(stack, aws):
-    """The same TANGO calls deploy to ECS (moto) with the image in ECR, and /stop leaves nothing."""
-    params = {"user_id": "tango", "project_id": "e2e-ecs"}
-    _project(stack, **params, sample="aws-ecs")
+def _aws_leftovers(aws, deploy_type: str, name: str, project_id: str) -> list[str]:
+    """What AWS still has of a deployment named ``name``, listed per resource type."""
+    if deploy_type == "aws-ecs":
+        ecs = aws.client("ecs")
+        left = ecs.list_task_definitions(familyPrefix=name, status="ACTIVE")["taskDefinitionArns"]
+        clusters = ecs.describe_clusters(clusters=[name])["clusters"]
+        left += [c["clusterArn"] for c in clusters if c["status"] == "ACTIVE"]
+    elif deploy_type == "aws-sagemaker":
+        sagemaker = aws.client("sagemaker")
+        left = [e["EndpointName"] for e in sagemaker.list_endpoints()["Endpoints"] if name in e["EndpointName"]]
+        left += [m["ModelName"] for m in sagemaker.list_models()["Models"] if name in m["ModelName"]]
+    else:
+        batch = aws.client("batch")
+        left = [d["jobDefinitionArn"] for d in
+                batch.describe_job_definitions(jobDefinitionName=name, status="ACTIVE")["jobDefinitions"]]
+    repositories = aws.client("ecr").describe_repositories()["repositories"]
+    return left + [r["repositoryName"] for r in repositories if project_id in r["repositoryName"]]
+
+
+@pytest.mark.parametrize(
+    "sample, final",
+    [("aws-ecs", "running"), ("aws-sagemaker", "running"), ("aws-batch", "completed")],
+)
+def test_aws_start_status_stop_through_the_gateway(stack, aws, sample, final):
+    """The same TANGO calls deploy to ECS, SageMaker and Batch (moto) from ECR; /stop leaves nothing."""
+    from cloud_deploy_provider.identity import ProjectRef
+    from cloud_deploy_provider.spec import load_spec
+
+    params = {"user_id": "tango", "project_id": f"e2e-{sample}"}
+    _project(stack, **params, sample=sample)
     gateway = httpx.Client(base_url=stack["gateway"], timeout=30)
 
     assert gateway.get("/start", params=params).text == "started"
-    seen = _wait_for(gateway, params, ("running", "failed"))
+    seen = _wait_for(gateway, params, (final, "failed"))
     detail = gateway.get(f"/deployments/{params['user_id']}/{params['project_id']}").json()
-    assert seen[-1] == "running", (seen, detail)
-    print("statuses seen:", " -> ".join(seen))
-    resources = detail["target"]["resources"]
-    ecs = aws.client("ecs")
-    service = ecs.describe_services(cluster=resources["cluster"], services=[resources["service"]])["services"][0]
-    definition = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
-    assert service["status"] == "ACTIVE" and "@sha256:" in definition["containerDefinitions"][0]["image"]
-    assert aws.secret_key not in json.dumps(detail)
+    assert seen[-1] == final, (seen, detail)
+    print(f"{sample} statuses seen:", " -> ".join(seen))
+    assert detail["image"]["digest"].startswith("sha256:") and aws.secret_key not in json.dumps(detail)
 
+    spec = load_spec(stack["shared"] / "common" / params["user_id"] / params["project_id"] / "deployment.yaml")
+    name = ProjectRef(**params).resource_name(spec.deploy.service_name)
+    assert _aws_leftovers(aws, sample, name, params["project_id"]), "the deployment exists on AWS"
     assert gateway.get("/stop", params=params).text == "finished"
     assert gateway.get("/status_request", params=params).text == "stopped"
-    clusters = ecs.describe_clusters(clusters=[resources["cluster"]])["clusters"]
-    assert not clusters or clusters[0]["status"] == "INACTIVE"
-    assert ecs.list_task_definitions(familyPrefix=resources["service"], status="ACTIVE")["taskDefinitionArns"] == []
+    assert _aws_leftovers(aws, sample, name, params["project_id"]) == []
