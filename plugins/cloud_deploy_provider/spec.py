@@ -400,6 +400,9 @@ def _enabled_disabled(value: Any) -> str:
     return text
 
 
+EnabledDisabled = Annotated[str, BeforeValidator(_enabled_disabled)]
+
+
 def _accelerator_fields(text: str) -> dict[str, Any]:
     parts = text.split(":")
     if len(parts) > 4:
@@ -557,7 +560,7 @@ class AwsVpc(_SpecModel):
 
     subnets: list[SubnetId] = []
     security_groups: list[SecurityGroupId] = []
-    assign_publicip: Annotated[str, BeforeValidator(_enabled_disabled)] | None = None
+    assign_publicip: EnabledDisabled | None = None
 
 
 class Ecs(_SpecModel):
@@ -635,6 +638,12 @@ class DeploymentSpec(_SpecModel):
     build: Build
     deploy: Deploy
     optional: OptionalFiles | None = None
+
+    @property
+    def gpu_count(self) -> int:
+        """GPUs asked for: ``deploy.resources.gpu``, else the count of a ``gpu`` accelerator."""
+        accelerator = self.build.accelerator
+        return self.deploy.resources.gpu or (accelerator.count if accelerator.type == "gpu" else 0)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=False, exclude_none=True)

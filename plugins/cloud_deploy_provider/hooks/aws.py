@@ -20,11 +20,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
 
 from cloud_deploy_provider.spec import (
     AwsResourceName,
+    EnabledDisabled,
     IamRoleArn,
     S3Bucket,
     SecurityGroupId,
     SubnetId,
-    _enabled_disabled,
 )
 
 DEFAULT_CONN_ID = "aws_default"
@@ -50,7 +50,7 @@ class AwsDefaults(BaseModel):
 
     subnets: list[SubnetId] = []
     security_groups: list[SecurityGroupId] = []
-    assign_public_ip: Annotated[str, BeforeValidator(_enabled_disabled)] = "ENABLED"
+    assign_public_ip: EnabledDisabled = "ENABLED"
     ecs_cluster: AwsResourceName | None = None
     execution_role_arn: IamRoleArn | None = None
     task_role_arn: IamRoleArn | None = None

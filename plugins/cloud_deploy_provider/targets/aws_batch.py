@@ -70,11 +70,6 @@ class BatchTarget(AwsTarget):
         margin = max(spec.deploy.readiness.timeout_seconds, MIN_START_MARGIN_SECONDS)
         return self.attempts(spec) * self.timeout_seconds(spec) + margin
 
-    @staticmethod
-    def gpu_count(spec: DeploymentSpec) -> int:
-        accelerator = spec.build.accelerator
-        return spec.deploy.resources.gpu or (accelerator.count if accelerator.type == "gpu" else 0)
-
     def resource_requirements(self, spec: DeploymentSpec) -> list[dict[str, str]]:
         resources = spec.deploy.resources
         vcpus = resources.cpu or DEFAULT_VCPUS
@@ -84,7 +79,7 @@ class BatchTarget(AwsTarget):
             {"type": "VCPU", "value": str(int(vcpus))},
             {"type": "MEMORY", "value": str(resources.memory or DEFAULT_MEMORY_MB)},
         ]
-        gpus = self.gpu_count(spec)
+        gpus = spec.gpu_count
         if gpus:
             requirements.append({"type": "GPU", "value": str(gpus)})
         return requirements

@@ -49,16 +49,11 @@ class EcsTarget(AwsTarget):
 
     def launch_type(self, spec: DeploymentSpec) -> str:
         ecs = spec.deploy.ecs
-        wants_gpu = self.gpu_count(spec) > 0
+        wants_gpu = spec.gpu_count > 0
         chosen = ecs.launch_type if ecs and ecs.launch_type else ("EC2" if wants_gpu else "FARGATE")
         if wants_gpu and chosen == "FARGATE":
             raise AwsTargetError("aws-ecs: Fargate has no GPUs; set deploy.ecs.launch_type: ec2 on a GPU cluster")
         return chosen
-
-    @staticmethod
-    def gpu_count(spec: DeploymentSpec) -> int:
-        accelerator = spec.build.accelerator
-        return spec.deploy.resources.gpu or (accelerator.count if accelerator.type == "gpu" else 0)
 
     def task_size(self, spec: DeploymentSpec, launch_type: str) -> tuple[int, int]:
         resources = spec.deploy.resources
@@ -132,7 +127,7 @@ class EcsTarget(AwsTarget):
         port = deploy.network.container_port if deploy.network else None
         if port:
             container["portMappings"] = [{"containerPort": port, "hostPort": port, "protocol": "tcp"}]
-        gpus = self.gpu_count(spec)
+        gpus = spec.gpu_count
         if gpus:
             container["resourceRequirements"] = [{"type": "GPU", "value": str(gpus)}]
         return {
@@ -261,9 +256,12 @@ class EcsTarget(AwsTarget):
         active = [service for service in services if service["status"] != "INACTIVE"]
         return active[0] if active else None
 
-    def config_of(self, task_definition: str) -> str | None:
+    def task_definition_tags(self, task_definition: str) -> dict[str, str]:
         answer = self.session.client("ecs").describe_task_definition(taskDefinition=task_definition, include=["TAGS"])
-        return {tag["key"]: tag["value"] for tag in answer.get("tags", [])}.get(LABEL_CONFIG)
+        return {tag["key"]: tag["value"] for tag in answer.get("tags", [])}
+
+    def config_of(self, task_definition: str) -> str | None:
+        return self.task_definition_tags(task_definition).get(LABEL_CONFIG)
 
     # ------------------------------------------------------------------ status
 
@@ -382,8 +380,7 @@ class EcsTarget(AwsTarget):
         return [f"ecs-task-definition/{arn.rsplit('/', 1)[-1]}" for arn in ours]
 
     def is_ours(self, task_definition_arn: str) -> bool:
-        answer = self.session.client("ecs").describe_task_definition(taskDefinition=task_definition_arn, include=["TAGS"])
-        return {tag["key"]: tag["value"] for tag in answer.get("tags", [])}.get(LABEL_KEY) == self.owner
+        return self.task_definition_tags(task_definition_arn).get(LABEL_KEY) == self.owner
 
     def delete_log_group(self, spec: DeploymentSpec) -> list[str]:
         logs = self.session.client("logs")

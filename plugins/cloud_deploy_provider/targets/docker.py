@@ -69,7 +69,6 @@ class DockerTarget:
         """The container this target runs for ``spec``, as plain data (what ``render`` prints)."""
         deploy = spec.deploy
         resources = deploy.resources
-        gpus = resources.gpu or (spec.build.accelerator.count if spec.build.accelerator.type == "gpu" else 0)
         config: dict[str, Any] = {
             "name": self.container_name(spec),
             "image": image,
@@ -80,7 +79,7 @@ class DockerTarget:
             "ports": {},
             "nano_cpus": int(resources.cpu * 1e9) if resources.cpu else None,
             "mem_limit": f"{resources.memory}m" if resources.memory else None,
-            "gpus": gpus,
+            "gpus": spec.gpu_count,
         }
         if deploy.network and deploy.network.service_host_port:
             config["ports"] = {
