@@ -71,7 +71,7 @@ def build(
     spec, project = loaded.spec, loaded.project
     plan = render_build(spec, loaded.folder, settings, load_catalog(settings.catalog_path))
     key = plan.key(image_id(client, plan.base.image))
-    repository = repository_for(spec.build.image_uri, project, registry.host if registry else None)
+    repository = repository_for(spec.build.image_uri, project, registry)
     tag = f"bk-{key[:24]}"
     reference = f"{repository}:{tag}"
     common = {"reference": reference, "build_key": key, "base_image": plan.base.image}

@@ -35,12 +35,17 @@ class RegistryError(RuntimeError):
 
 @dataclass(frozen=True)
 class Registry:
-    """A registry endpoint and its credentials (from an Airflow ``docker`` connection)."""
+    """A registry endpoint and its credentials (from an Airflow ``docker`` connection).
+
+    ``namespace`` is a path every repository lives under, e.g. ``project/repository`` at
+    Artifact Registry.
+    """
 
     host: str
     scheme: str = "https"
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    namespace: str = ""
 
     @classmethod
     def from_connection(cls, conn) -> Registry:
@@ -86,15 +91,15 @@ def split_reference(reference: str) -> tuple[str | None, str, str | None]:
     return host, name, tag
 
 
-def repository_for(image_uri: str | None, project: ProjectRef, registry_host: str | None) -> str:
+def repository_for(image_uri: str | None, project: ProjectRef, registry: Registry | None) -> str:
     """The repository an image is tagged in: the spec's ``image_uri`` re-homed onto the registry.
 
     Without ``image_uri`` it is ``cloud-deploy/<user>/<project>``, lowercased as repositories must be.
     """
     host = split_reference(image_uri)[0] if image_uri else None
     path = repository_path(image_uri, project)
-    if registry_host:
-        return f"{registry_host}/{path}"
+    if registry:
+        return "/".join(part for part in (registry.host, registry.namespace, path) if part)
     return f"{host}/{path}" if host else path
 
 

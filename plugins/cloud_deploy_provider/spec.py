@@ -43,6 +43,7 @@ __all__ = [
     "AwsVpc",
     "Batch",
     "Build",
+    "CloudRun",
     "Components",
     "CustomPackages",
     "Deploy",
@@ -118,6 +119,12 @@ _TARGET_GROUP_ARN = re.compile(
     re.ASCII,
 )
 _SAGEMAKER_INSTANCE_TYPE = re.compile(r"ml\.[a-z0-9]+\.[a-z0-9]+", re.ASCII)
+_GCP_PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", re.ASCII)
+_GCP_REGION = re.compile(r"[a-z]+-[a-z]+[0-9]{1,2}", re.ASCII)
+_GCP_SERVICE_ACCOUNT = re.compile(
+    r"[a-z0-9][a-z0-9-]{0,62}@(?:[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam|developer|appspot)\.gserviceaccount\.com", re.ASCII
+)
+_GCP_REPOSITORY_ID = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
 
 # Docker image reference, per github.com/distribution/reference (regexp.go).
 _IMAGE_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -442,6 +449,14 @@ AwsResourceName = Annotated[
 S3Bucket = Annotated[str, _grammar(_S3_BUCKET, "an S3 bucket name (lowercase letters, digits, '.', '-')")]
 S3Uri = Annotated[str, _grammar(_S3_URI, "an S3 URI such as s3://bucket/prefix")]
 PositiveNumber = Annotated[int | float, _ranged(integer=False, above=0)]
+GcpProjectId = Annotated[str, _grammar(_GCP_PROJECT_ID, "a Google Cloud project id (6-30 lowercase letters, digits, '-')")]
+GcpRegion = Annotated[str, _grammar(_GCP_REGION, "a Google Cloud region such as asia-northeast3")]
+GcpServiceAccount = Annotated[
+    str, _grammar(_GCP_SERVICE_ACCOUNT, "a service account e-mail (name@project.iam.gserviceaccount.com)")
+]
+GcpRepositoryId = Annotated[
+    str, _grammar(_GCP_REPOSITORY_ID, "an Artifact Registry repository id (lowercase letters, digits, '-')")
+]
 
 
 # --------------------------------------------------------------------------- models
@@ -607,6 +622,25 @@ class Batch(_SpecModel):
     attempts: Annotated[int, _ranged(integer=True, low=1, high=10)] = 1
 
 
+class CloudRun(_SpecModel):
+    """A Cloud Run service; ``project_id`` and ``region`` mean TANGO's GCP_PROJECT_ID and GCP_REGION."""
+
+    project_id: GcpProjectId | None = None
+    region: GcpRegion | None = None
+    allow_unauthenticated: bool = False
+    min_instances: Annotated[int, _ranged(integer=True, low=0, high=1000)] = 0
+    max_instances: Annotated[int, _ranged(integer=True, low=1, high=1000)] | None = None
+    concurrency: Annotated[int, _ranged(integer=True, low=1, high=1000)] | None = None
+    request_timeout_seconds: Annotated[int, _ranged(integer=True, low=1, high=3600)] | None = None
+    service_account: GcpServiceAccount | None = None
+
+    @model_validator(mode="after")
+    def _instances_in_order(self) -> "CloudRun":
+        if self.max_instances is not None and self.min_instances > self.max_instances:
+            _fail(f"min_instances ({self.min_instances}) is above max_instances ({self.max_instances})")
+        return self
+
+
 class Deploy(_SpecModel):
     type: Annotated[str, _one_of(KNOWN_DEPLOY_TYPES, "deploy type")]
     service_name: Annotated[str, BeforeValidator(_service_name)] = Field(
@@ -626,6 +660,7 @@ class Deploy(_SpecModel):
     ecs: Ecs | None = None
     sagemaker: SageMaker | None = None
     batch: Batch | None = None
+    cloudrun: CloudRun | None = None
 
 
 class OptionalFiles(_SpecModel):

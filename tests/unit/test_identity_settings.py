@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from cloud_deploy_provider.identity import InvalidIdentifier, ProjectRef
-from cloud_deploy_provider.registry import repository_for, split_reference
+from cloud_deploy_provider.registry import Registry, repository_for, split_reference
 from cloud_deploy_provider.settings import BuildSettings, SettingsError
 
 
@@ -43,7 +43,12 @@ def test_split_reference(reference, expected):
 
 def test_repository_is_rehomed_onto_the_configured_registry():
     project = ProjectRef("Alice", "P1")
-    assert repository_for("us-docker.pkg.dev/x/hello:latest", project, "127.0.0.1:5000") == "127.0.0.1:5000/x/hello"
+    local = Registry("127.0.0.1:5000")
+    assert repository_for("us-docker.pkg.dev/x/hello:latest", project, local) == "127.0.0.1:5000/x/hello"
+    artifact_registry = Registry("us-docker.pkg.dev", namespace="my-project/cd-alice-p1-0a1b2c3d")
+    assert repository_for(None, project, artifact_registry) == (
+        "us-docker.pkg.dev/my-project/cd-alice-p1-0a1b2c3d/cloud-deploy/alice/p1"
+    )
     assert repository_for("us-docker.pkg.dev/x/hello:latest", project, None) == "us-docker.pkg.dev/x/hello"
     assert repository_for(None, project, None) == "cloud-deploy/alice/p1"
 

@@ -19,6 +19,7 @@ TARGETS: dict[str, str] = {
     "aws-ecs": "cloud_deploy_provider.targets.aws_ecs:EcsTarget",
     "aws-sagemaker": "cloud_deploy_provider.targets.aws_sagemaker:SageMakerTarget",
     "aws-batch": "cloud_deploy_provider.targets.aws_batch:BatchTarget",
+    "gcp-cloudrun": "cloud_deploy_provider.targets.gcp_cloudrun:CloudRunTarget",
 }
 
 TargetState = Literal["running", "starting", "exited", "failed", "completed", "absent", "unknown"]
