@@ -286,3 +286,93 @@ def aws(docker_client):
         os.environ.pop("AIRFLOW_CONN_AWS_DEFAULT", None)
     else:
         os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = previous
+
+
+GCP_REGION = "asia-northeast3"
+
+
+class GcpEnv:
+    """The Google Cloud stand-in plus the registry that plays Artifact Registry's Docker host.
+
+    The registry accepts exactly ``oauth2accesstoken`` with the access token the stand-in's
+    OAuth2 endpoint issues for the service-account key, as Artifact Registry does.
+    """
+
+    def __init__(self, stand_in, registry_host: str):
+        self.stand_in = stand_in
+        self.registry_host = registry_host
+        self.region = GCP_REGION
+
+    @property
+    def project_id(self) -> str:
+        return self.stand_in.project_id
+
+    def connection(self, keyfile: dict | None = None, **defaults) -> str:
+        import json
+
+        extra = {
+            "keyfile_dict": json.dumps(keyfile or self.stand_in.keyfile_dict),
+            "project": self.project_id,
+            "cloud_deploy": {
+                "region": self.region,
+                "run_endpoint": self.stand_in.endpoint,
+                "artifact_registry_endpoint": self.stand_in.endpoint,
+                "docker_registry": self.registry_host,
+                **defaults,
+            },
+        }
+        return json.dumps({"conn_type": "google_cloud_platform", "extra": extra})
+
+    def credentials(self):
+        from google.oauth2 import service_account
+
+        return service_account.Credentials.from_service_account_info(
+            self.stand_in.keyfile_dict, scopes=["https://www.googleapis.com/auth/cloud-platform"]
+        )
+
+    def run(self):
+        from google.cloud import run_v2
+
+        options = {"api_endpoint": self.stand_in.endpoint}
+        return run_v2.ServicesClient(credentials=self.credentials(), transport="rest", client_options=options)
+
+    def artifact_registry(self):
+        from google.cloud import artifactregistry_v1
+
+        options = {"api_endpoint": self.stand_in.endpoint}
+        return artifactregistry_v1.ArtifactRegistryClient(credentials=self.credentials(), transport="rest", client_options=options)
+
+
+@pytest.fixture(scope="session")
+def gcp(docker_client):
+    """The stand-in and its registry; the ``google_cloud_default`` connection points at them."""
+    import bcrypt
+
+    from tests.gcp_standin import GcpStandIn
+
+    stand_in = GcpStandIn(docker_client)
+    registry_port = free_port()
+    data = SESSION_DIR / f"artifact-registry-{registry_port}"
+    data.mkdir()
+    hashed = bcrypt.hashpw(stand_in.access_token.encode(), bcrypt.gensalt(rounds=5)).decode()
+    (data / "htpasswd").write_text(f"oauth2accesstoken:{hashed}\n")
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "start-registry.sh"), str(registry_port), str(data), str(data / "htpasswd")],
+        check=True,
+    )
+    registry_host = f"127.0.0.1:{registry_port}"
+    stand_in.registry_auth = {"username": "oauth2accesstoken", "password": stand_in.access_token, "serveraddress": registry_host}
+    stand_in.start()
+    environment = GcpEnv(stand_in, registry_host)
+    previous = os.environ.get("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT")
+    os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = environment.connection()
+    try:
+        yield environment
+    finally:
+        stand_in.stop()
+        if (data / "registry.pid").exists():
+            subprocess.run(["kill", (data / "registry.pid").read_text().strip()], check=False)
+        if previous is None:
+            os.environ.pop("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", None)
+        else:
+            os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = previous

@@ -17,7 +17,14 @@ def get_provider_info():
             {"integration-name": "Cloud Deploy", "python-modules": ["cloud_deploy_provider.operators.cloud_deploy"]}
         ],
         "hooks": [
-            {"integration-name": "Cloud Deploy", "python-modules": ["cloud_deploy_provider.hooks.docker_engine", "cloud_deploy_provider.hooks.aws"]}
+            {
+                "integration-name": "Cloud Deploy",
+                "python-modules": [
+                    "cloud_deploy_provider.hooks.docker_engine",
+                    "cloud_deploy_provider.hooks.aws",
+                    "cloud_deploy_provider.hooks.gcp",
+                ],
+            }
         ],
         "plugins": [{"name": "cloud_deploy", "plugin-class": "cloud_deploy_provider.plugin.CloudDeployPlugin"}],
     }

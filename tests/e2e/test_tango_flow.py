@@ -23,11 +23,12 @@ ORDER = ["started", "building", "preparing", "running"]
 
 
 @pytest.fixture(scope="module")
-def stack(docker_client, base_image, aws):
+def stack(docker_client, base_image, aws, gcp):
     state = SESSION_DIR / "stack"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
         "AIRFLOW_CONN_AWS_DEFAULT": aws.connection(),
+        "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": gcp.connection(),
         "AIRFLOW_PORT": str(free_port()),
         "GATEWAY_PORT": str(free_port()),
         "VENV": str(Path(os.sys.executable).parent.parent),
@@ -152,3 +153,28 @@ def test_aws_start_status_stop_through_the_gateway(stack, aws, sample, final):
     assert gateway.get("/stop", params=params).text == "finished"
     assert gateway.get("/status_request", params=params).text == "stopped"
     assert _aws_leftovers(aws, sample, name, params["project_id"]) == []
+
+
+def test_cloudrun_start_status_answer_stop_through_the_gateway(stack, gcp):
+    """TANGO's first cloud target: Cloud Run (the stand-in) from Artifact Registry; /stop leaves nothing."""
+    from google.api_core import exceptions
+
+    params = {"user_id": "tango", "project_id": "e2e-cloudrun"}
+    _project(stack, **params, sample="gcp-cloudrun")
+    gateway = httpx.Client(base_url=stack["gateway"], timeout=30)
+
+    assert gateway.get("/start", params=params).text == "started"
+    seen = _wait_for(gateway, params, ("running", "failed"))
+    detail = gateway.get(f"/deployments/{params['user_id']}/{params['project_id']}").json()
+    assert seen[-1] == "running", (seen, detail)
+    print("gcp-cloudrun statuses seen:", " -> ".join(seen))
+    answer = httpx.post(f"{detail['url']}/predict", json={"features": [5.9, 2.8, 4.3, 1.3]}, timeout=10).json()
+    assert answer["class"] == "versicolor"
+    assert gcp.stand_in.access_token not in json.dumps(detail)
+
+    service = detail["target"]["resources"]["service"]
+    assert gcp.run().get_service(name=service).uri == detail["url"]
+    assert gateway.get("/stop", params=params).text == "finished"
+    assert gateway.get("/status_request", params=params).text == "stopped"
+    with pytest.raises(exceptions.NotFound):
+        gcp.run().get_service(name=service)
