@@ -230,3 +230,42 @@ def test_a_status_poll_reads_the_service_at_most_once_per_cache_window(gcp, clou
     assert set(words) == {"running"}
     assert len(reads) <= 1 + int(elapsed / 5.0), (reads, elapsed)
     assert all(method == "GET" for method, _ in reads)
+
+
+@pytest.mark.parametrize("kind", ["keyfile_dict", "key_path", "application_default"])
+def test_each_kind_of_google_credentials_reaches_the_api_and_gets_a_registry_token(gcp, monkeypatch, kind):
+    from cloud_deploy_provider.hooks.gcp import GcpSession
+    from cloud_deploy_provider.identity import ProjectRef
+    from cloud_deploy_provider.spec import load_spec
+    from cloud_deploy_provider.targets.gcp_cloudrun import CloudRunTarget
+    from tests.conftest import REPO
+
+    connection = json.loads(gcp.connection())
+    del connection["extra"]["keyfile_dict"]
+    if kind == "keyfile_dict":
+        connection = json.loads(gcp.connection())
+    elif kind == "key_path":
+        connection["extra"]["key_path"] = gcp.stand_in.key_file
+    else:
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", gcp.stand_in.key_file)
+    monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps(connection))
+    gcp.stand_in.clear_requests()
+
+    session = GcpSession()
+    live = CloudRunTarget(ProjectRef("alice", "creds"), session=session).status(
+        load_spec(REPO / "samples" / "gcp-cloudrun" / "deployment.yaml")
+    )
+    assert live.state == "absent", live
+    assert session.access_token() == gcp.stand_in.access_token
+    assert ("POST", "/token") in gcp.stand_in.requests, "the registry password comes from the OAuth2 token endpoint"
+
+
+def test_a_shared_repository_is_created_when_missing_and_kept_on_stop(gcp, cloudrun_project, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", gcp.connection(artifact_repository="team-images"))
+    run, status = _deploy(cloudrun_project)
+    assert run.state == "success", status.message
+    assert f"/{gcp.project_id}/team-images/" in status.image["reference"]
+    assert _dag("cloud_undeploy").test(run_conf=cloudrun_project.conf).state == "success"
+    shared = f"projects/{gcp.project_id}/locations/{gcp.region}/repositories/team-images"
+    assert _exists(gcp.artifact_registry().get_repository, shared), "shared: never deleted by a project's stop"
+    assert _leftovers(gcp, cloudrun_project) == []
