@@ -1045,6 +1045,7 @@ class _ApiServer(ThreadingHTTPServer):
 
 
 class _ApiHandler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
     protocol_version = "HTTP/1.1"
     server: _ApiServer
 
@@ -1094,6 +1095,7 @@ _DENIED = {
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True  # headers and body go out as separate writes
     server: _ServiceProxy
 
     def log_message(self, *args) -> None:
