@@ -14,11 +14,10 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from cloud_deploy_provider.hooks.gcp import GcpSession
 from cloud_deploy_provider.identity import ProjectRef
-from cloud_deploy_provider.registry import Registry, _is_loopback, split_reference
+from cloud_deploy_provider.registry import Registry, split_reference
 from cloud_deploy_provider.spec import DeploymentSpec
 
 LABEL_OWNER = "cloud-deploy-owner"
@@ -107,10 +106,8 @@ def artifact_registry(session: GcpSession, repository: Repository, project: Proj
     """The repository's Docker registry, logged in, with the repository existing."""
     ensure_repository(session, repository, project, log)
     endpoint = session.defaults.docker_registry or repository.docker_host
-    parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
-    scheme = parts.scheme or ("http" if _is_loopback(parts.hostname or "") else "https")
     namespace = "" if repository.in_image_uri else f"{repository.gcp_project}/{repository.repository_id}"
-    return Registry(parts.netloc, scheme, REGISTRY_USER, session.access_token(), namespace)
+    return Registry.at(endpoint, REGISTRY_USER, session.access_token(), namespace)
 
 
 def delete_repository(session: GcpSession, repository: Repository, project: ProjectRef) -> list[str]:

@@ -9,11 +9,10 @@ same OCI manifest HEAD as any registry (:mod:`cloud_deploy_provider.registry`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 from cloud_deploy_provider.hooks.aws import AwsSession
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
-from cloud_deploy_provider.registry import Registry, _is_loopback
+from cloud_deploy_provider.registry import Registry
 
 CREATED_BY = "io.cloud-deploy.created-by"
 
@@ -48,10 +47,7 @@ def ecr_registry(session: AwsSession, path: str, project: ProjectRef, log: Calla
     ensure_repository(session, path, project, log)
     credentials = session.ecr_credentials()
     endpoint = session.defaults.ecr_registry_endpoint or credentials.proxy_endpoint
-    parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
-    host = parts.netloc
-    scheme = parts.scheme or ("http" if _is_loopback(parts.hostname or "") else "https")
-    return Registry(host=host, scheme=scheme, username=credentials.username, password=credentials.password)
+    return Registry.at(endpoint, credentials.username, credentials.password)
 
 
 def delete_repository(session: AwsSession, path: str, project: ProjectRef) -> list[str]:

@@ -63,6 +63,13 @@ class Registry:
             scheme = "http"
         return cls(host=address, scheme=scheme, username=conn.login or None, password=conn.password or None)
 
+    @classmethod
+    def at(cls, endpoint: str, username: str | None = None, password: str | None = None, namespace: str = "") -> Registry:
+        """``host[:port]`` or ``http(s)://host[:port]``; without a scheme, plain HTTP only on loopback."""
+        parts = urlsplit(endpoint if "://" in endpoint else f"//{endpoint}")
+        scheme = parts.scheme or ("http" if _is_loopback(parts.hostname or "") else "https")
+        return cls(parts.netloc, scheme, username, password, namespace)
+
     def auth_config(self) -> dict | None:
         if not self.username:
             return None

@@ -11,13 +11,12 @@ connection's extra under ``cloud_deploy``; a project's ``deployment.yaml`` overr
 
 from __future__ import annotations
 
-import os
-import re
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
+from cloud_deploy_provider.hooks._connection import Endpoint, cloud_deploy_defaults, conn_id_from_env
 from cloud_deploy_provider.spec import (
     AwsResourceName,
     EnabledDisabled,
@@ -29,18 +28,10 @@ from cloud_deploy_provider.spec import (
 
 DEFAULT_CONN_ID = "aws_default"
 DEFAULT_RETRIES = {"mode": "standard", "max_attempts": 8}
-_CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
-_REGISTRY_ENDPOINT = re.compile(r"^(?:https?://)?[A-Za-z0-9.-]+(?::[0-9]{1,5})?$")
 
 
 class AwsSettingsError(ValueError):
     """The AWS connection or its ``cloud_deploy`` defaults cannot be used."""
-
-
-def _registry_endpoint(value: Any) -> str:
-    if not isinstance(value, str) or not _REGISTRY_ENDPOINT.match(value):
-        raise ValueError("must be host[:port] or http(s)://host[:port]")
-    return value
 
 
 class AwsDefaults(BaseModel):
@@ -59,14 +50,11 @@ class AwsDefaults(BaseModel):
     batch_job_queue: AwsResourceName | None = None
     ecr_scan_on_push: bool = True
     ecr_immutable_tags: bool = False
-    ecr_registry_endpoint: Annotated[str, BeforeValidator(_registry_endpoint)] | None = None
+    ecr_registry_endpoint: Endpoint | None = None
 
 
 def aws_conn_id() -> str:
-    value = os.environ.get("CLOUD_DEPLOY_AWS_CONN_ID", "").strip() or DEFAULT_CONN_ID
-    if not _CONN_ID.match(value):
-        raise AwsSettingsError(f"CLOUD_DEPLOY_AWS_CONN_ID: {value!r} is not a connection id")
-    return value
+    return conn_id_from_env("CLOUD_DEPLOY_AWS_CONN_ID", DEFAULT_CONN_ID, AwsSettingsError)
 
 
 class AwsSession:
@@ -116,12 +104,7 @@ class AwsSession:
 
     @cached_property
     def defaults(self) -> AwsDefaults:
-        raw = self._hook.conn_config.extra_config.get("cloud_deploy") or {}
-        try:
-            return AwsDefaults.model_validate(raw)
-        except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-            raise AwsSettingsError(f"connection {self.conn_id!r} extra.cloud_deploy: {problems}") from None
+        return cloud_deploy_defaults(AwsDefaults, self._hook.conn_config.extra_config, self.conn_id, AwsSettingsError)
 
     def ecr_credentials(self):
         """A 12-hour ECR login (``AWS`` + token), masked in Airflow's logs by the hook."""

@@ -14,34 +14,22 @@ live in the connection's extra under ``cloud_deploy``; a project's ``deploy.clou
 from __future__ import annotations
 
 import json
-import os
-import re
 from functools import cached_property
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from cloud_deploy_provider.hooks._connection import Endpoint, cloud_deploy_defaults, conn_id_from_env
 from cloud_deploy_provider.spec import GcpProjectId, GcpRegion, GcpRepositoryId, GcpServiceAccount
 
 DEFAULT_CONN_ID = "google_cloud_default"
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
-_CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
-_ENDPOINT = re.compile(r"^(?:https?://)?[A-Za-z0-9.-]+(?::[0-9]{1,5})?$")
 _LEGACY_PREFIX = "extra__google_cloud_platform__"
 _PROJECT_ADAPTER = TypeAdapter(GcpProjectId)
 
 
 class GcpSettingsError(ValueError):
     """The Google Cloud connection or its ``cloud_deploy`` defaults cannot be used."""
-
-
-def _endpoint(value: Any) -> str:
-    if not isinstance(value, str) or not _ENDPOINT.match(value):
-        raise ValueError("must be host[:port] or http(s)://host[:port]")
-    return value
-
-
-Endpoint = Annotated[str, BeforeValidator(_endpoint)]
 
 
 class GcpDefaults(BaseModel):
@@ -58,10 +46,7 @@ class GcpDefaults(BaseModel):
 
 
 def gcp_conn_id() -> str:
-    value = os.environ.get("CLOUD_DEPLOY_GCP_CONN_ID", "").strip() or DEFAULT_CONN_ID
-    if not _CONN_ID.match(value):
-        raise GcpSettingsError(f"CLOUD_DEPLOY_GCP_CONN_ID: {value!r} is not a connection id")
-    return value
+    return conn_id_from_env("CLOUD_DEPLOY_GCP_CONN_ID", DEFAULT_CONN_ID, GcpSettingsError)
 
 
 def mask(secret: str) -> None:
@@ -110,11 +95,7 @@ class GcpSession:
 
     @cached_property
     def defaults(self) -> GcpDefaults:
-        try:
-            return GcpDefaults.model_validate(self._extra.get("cloud_deploy") or {})
-        except ValidationError as error:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-            raise GcpSettingsError(f"connection {self.conn_id!r} extra.cloud_deploy: {problems}") from None
+        return cloud_deploy_defaults(GcpDefaults, self._extra, self.conn_id, GcpSettingsError)
 
     def project_id(self, asked: str | None = None) -> str:
         """The spec's project, else the connection's ``project``, else the credentials' own."""

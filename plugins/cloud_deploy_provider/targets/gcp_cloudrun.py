@@ -280,21 +280,18 @@ class CloudRunTarget:
         return f"{self.service_id(spec)}-{generation:05d}-{config[:5]}"
 
     def create(self, spec: DeploymentSpec, wanted: Any) -> Any:
-        from google.cloud import run_v2
-
         revision = self.revision_name(spec, 1, wanted.template.annotations[CONFIG_ANNOTATION])
         wanted.template.revision = revision
-        wanted.traffic = [run_v2.TrafficTarget(type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST, percent=100)]
+        wanted.traffic = [self.latest()]
         self.log(f"creating Cloud Run service {self.service_name(spec)} with revision {revision}")
-        operation = self.session.services.create_service(parent=self.parent(spec), service=wanted, service_id=self.service_id(spec))
+        services = self.session.services
+        operation = services.create_service(parent=self.parent(spec), service=wanted, service_id=self.service_id(spec))
         service = self.wait(operation, spec, revision, previous={})
         self.log(f"revision {revision} is ready and serves 100 % at {service.uri}")
         return service
 
     def roll_out(self, spec: DeploymentSpec, current: Any, wanted: Any) -> Any:
         """A new revision with no traffic; traffic moves to it only once it is ready."""
-        from google.cloud import run_v2
-
         previous = serving(current)
         revision = self.revision_name(spec, int(current.generation) + 1, wanted.template.annotations[CONFIG_ANNOTATION])
         wanted.name, wanted.etag = current.name, current.etag
@@ -303,7 +300,7 @@ class CloudRunTarget:
             wanted.traffic = [self.pinned(name, percent) for name, percent in previous.items()]
             self.log(f"rolling out revision {revision}; traffic stays on {self.shown(previous)} until it is ready")
         else:
-            wanted.traffic = [run_v2.TrafficTarget(type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST, percent=100)]
+            wanted.traffic = [self.latest()]
             self.log(f"rolling out revision {revision} (no revision serves yet)")
         service = self.wait(self.session.services.update_service(service=wanted), spec, revision, previous)
         if not previous:
@@ -321,6 +318,13 @@ class CloudRunTarget:
 
         kind = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
         return run_v2.TrafficTarget(type_=kind, revision=revision, percent=percent)
+
+    @staticmethod
+    def latest() -> Any:
+        from google.cloud import run_v2
+
+        kind = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
+        return run_v2.TrafficTarget(type_=kind, percent=100)
 
     @staticmethod
     def shown(traffic: dict[str, int]) -> str:
