@@ -119,6 +119,7 @@ _TARGET_GROUP_ARN = re.compile(
     re.ASCII,
 )
 _SAGEMAKER_INSTANCE_TYPE = re.compile(r"ml\.[a-z0-9]+\.[a-z0-9]+", re.ASCII)
+_AGENT_ADDRESS = re.compile(r"(https?)://([A-Za-z0-9.-]+)(?::([0-9]{1,5}))?/?", re.ASCII)
 _GCP_PROJECT_ID = re.compile(r"[a-z][a-z0-9-]{4,28}[a-z0-9]", re.ASCII)
 _GCP_REGION = re.compile(r"[a-z]+-[a-z]+[0-9]{1,2}", re.ASCII)
 _GCP_SERVICE_ACCOUNT = re.compile(
@@ -339,14 +340,34 @@ def _ip_address(value: Any) -> str:
 
 def _host(value: Any) -> str:
     text = _require_str(value, "an IP address or host name")
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        pass
-    labels = text.split(".")
-    if len(text) > 253 or labels[-1].isdigit() or not all(_HOSTNAME_LABEL.fullmatch(label) for label in labels):
+    if not _valid_host(text):
         _fail(f"{_show(value)} is not an IP address or host name")
-    return text
+    return str(ipaddress.ip_address(text)) if _is_ip(text) else text
+
+
+def _agent_address(value: Any) -> str:
+    """``http(s)://host[:port]`` with nothing after it: paths are the agent's, not the spec's."""
+    text = _require_str(value, "an agent address such as http://10.0.0.5:8080")
+    match = _AGENT_ADDRESS.fullmatch(text)
+    port = int(match.group(3)) if match and match.group(3) else None
+    if not match or not _valid_host(match.group(2)) or port == 0 or (port or 0) > 65535:
+        _fail(f"{_show(value)} is not an agent address (http(s)://host[:port], e.g. http://10.0.0.5:8080)")
+    return text.rstrip("/")
+
+
+def _valid_host(text: str) -> bool:
+    if _is_ip(text):
+        return True
+    labels = text.split(".")
+    return len(text) <= 253 and not labels[-1].isdigit() and all(_HOSTNAME_LABEL.fullmatch(label) for label in labels)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
 
 
 def _is_python(requirement: Requirement) -> bool:
@@ -661,6 +682,7 @@ class Deploy(_SpecModel):
     sagemaker: SageMaker | None = None
     batch: Batch | None = None
     cloudrun: CloudRun | None = None
+    address: Annotated[str, BeforeValidator(_agent_address)] | None = None
 
 
 class OptionalFiles(_SpecModel):

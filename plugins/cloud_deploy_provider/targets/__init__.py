@@ -20,6 +20,7 @@ TARGETS: dict[str, str] = {
     "aws-sagemaker": "cloud_deploy_provider.targets.aws_sagemaker:SageMakerTarget",
     "aws-batch": "cloud_deploy_provider.targets.aws_batch:BatchTarget",
     "gcp-cloudrun": "cloud_deploy_provider.targets.gcp_cloudrun:CloudRunTarget",
+    "ktc": "cloud_deploy_provider.targets.ktc:KtcTarget",
 }
 
 TargetState = Literal["running", "starting", "exited", "failed", "completed", "absent", "unknown"]
