@@ -91,3 +91,13 @@ def test_agent_addresses_follow_a_strict_grammar(address):
 
     with pytest.raises(SpecError, match="deploy.address: .* is not an agent address"):
         validate_spec_data({"build": {}, "deploy": {"type": "ktc", "service_name": "s", "address": address}})
+
+
+def test_render_shows_the_start_request_without_calling_the_agent(capsys, monkeypatch):
+    from cloud_deploy_provider.cli import main
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("CLOUD_DEPLOY_BASE_IMAGE_CATALOG", str(REPO / "samples" / "catalog.local.yaml"))
+    assert main(["render", str(REPO / "samples" / "ktc")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert '"POST": "http://127.0.0.1:9090/start"' in out and '"memory": 4096' in out, out
