@@ -58,7 +58,6 @@ import re
 import secrets
 import shlex
 import shutil
-import socket
 import string
 import tempfile
 import threading
@@ -75,7 +74,8 @@ import httpx
 import yaml
 from docker.errors import APIError
 from docker.errors import NotFound as DockerNotFound
-from docker.utils import parse_repository_tag
+
+from tests.standin_common import ServiceProxy, ensure_image, remove_container, tcp_ok
 
 LOG = logging.getLogger(__name__)
 LABEL = "io.cloud-deploy.standin"
@@ -90,8 +90,6 @@ RUNTIME_VARIANTS = {"custom": None, "vllm": "/health", "nim": "/v1/health/ready"
 SERVICE_NAME = re.compile(r"^\w[\w-]*\w$")
 FOLDER_NAME = re.compile(r"^[\w.-]{1,64}$")
 MAX_SKEW = timedelta(minutes=15)
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-              "transfer-encoding", "upgrade"}
 ENDPOINT_FIELDS = {"endpoint_id", "name", "status", "url", "desired_session_count", "image", "runtime_variant",
                    "open_to_public", "model", "model_definition_path", "model_mount_destination", "domain",
                    "project", "resource_group", "resource_slots", "resource_opts", "environ", "created_at",
@@ -243,7 +241,7 @@ class _Endpoint:
     folder: _Folder
     variant: str
     resources: dict
-    proxy: _ServiceProxy
+    proxy: ServiceProxy
     desired: int
     definition: dict | None
     created_at: str = field(default_factory=_now)
@@ -347,7 +345,7 @@ class BackendAIStandIn:
             if server:
                 server.close()
         for container in self.docker.containers(all=True, filters={"label": f"{LABEL}={self.instance_id}"}):
-            self._remove_container(container["Id"])
+            remove_container(self.docker, container["Id"])
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -670,9 +668,11 @@ class BackendAIStandIn:
                               f"{folder.usage_mode!r}).")
         definition = self._model_definition(folder, config) if variant == "custom" else None
         with self._lock:
-            ep = _Endpoint(uuid.uuid4().hex, name, call.access_key, copy.deepcopy(body), folder, variant,
-                           resources, _ServiceProxy(self, ""), desired, definition)
-            ep.proxy.endpoint_id = ep.id
+            endpoint_id = uuid.uuid4().hex
+            proxy = ServiceProxy(lambda authorization: self._backend(endpoint_id, authorization), _refusal, name,
+                                 strip=frozenset({"authorization"}))
+            ep = _Endpoint(endpoint_id, name, call.access_key, copy.deepcopy(body), folder, variant,
+                           resources, proxy, desired, definition)
             self._endpoints[ep.id] = ep
             self._reconcile(ep)
             return 200, self._serve_info(ep)
@@ -849,7 +849,7 @@ class BackendAIStandIn:
         container, route.container, route.host_port = route.container, None, None
         ep.routes.remove(route)
         if container:
-            threading.Thread(target=self._remove_container, args=(container,), daemon=True).start()
+            threading.Thread(target=remove_container, args=(self.docker, container), daemon=True).start()
 
     def _destroy(self, ep: _Endpoint) -> None:
         with self._lock:
@@ -862,7 +862,7 @@ class BackendAIStandIn:
                 route.stop.set()
                 route.status, route.container, route.host_port = "TERMINATING", None, None
         for container in containers:
-            self._remove_container(container)
+            remove_container(self.docker, container)
         ep.proxy.close()
         with self._lock:
             ep.routes.clear()
@@ -881,7 +881,7 @@ class BackendAIStandIn:
             container, route.container, route.host_port = route.container, None, None
         LOG.warning("backend.ai stand-in: route %s of %s failed: %s", route.route_id, ep.name, text)
         if container:
-            self._remove_container(container)
+            remove_container(self.docker, container)
 
     def _run_route(self, ep: _Endpoint, route: _Route) -> None:
         try:
@@ -893,7 +893,7 @@ class BackendAIStandIn:
     def _start_route(self, ep: _Endpoint, route: _Route) -> None:
         image = ep.body["image"]
         try:
-            self._ensure_image(image)
+            ensure_image(self.docker, image, self.registry_auth, self.prefer_local_images)
         except (APIError, RuntimeError) as error:
             return self._fail(ep, route, "ImageNotFound", f"Pulling image {image} failed: {error}")
         port, command, entrypoint, health = self._plan(ep)
@@ -917,7 +917,7 @@ class BackendAIStandIn:
             else:
                 container = route.container = created["Id"]
         if container is None:
-            return self._remove_container(created["Id"])
+            return remove_container(self.docker, created["Id"])
         self.docker.start(container)
         published = (self.docker.inspect_container(container)["NetworkSettings"]["Ports"] or {}).get(f"{port}/tcp")
         if not published:  # it exited before the engine published its port
@@ -962,7 +962,7 @@ class BackendAIStandIn:
         if path:
             check = lambda: _http_status(host_port, path, timeout) == expected
         else:
-            check, interval = (lambda: _tcp_ok(host_port, 1.0)), 0.5
+            check, interval = (lambda: tcp_ok(host_port, 1.0)), 0.5
         if route.stop.wait(float(health.get("initial_delay", 0))):
             return
         for _ in range(max(retries, 1)):
@@ -1006,36 +1006,6 @@ class BackendAIStandIn:
             return self.docker.logs(container, tail=20).decode(errors="replace").splitlines()
         except APIError:
             return []
-
-    def _ensure_image(self, image: str) -> None:
-        repository, tag = parse_repository_tag(image)
-        registry_host = "/" in repository and re.search(r"[.:]|^localhost$", repository.split("/", 1)[0])
-        if self.prefer_local_images or not registry_host:
-            try:
-                self.docker.inspect_image(image)
-                return
-            except DockerNotFound:
-                if not registry_host:
-                    raise RuntimeError(f"image {image} is not present on the engine") from None
-        if tag and tag.startswith("sha256:"):
-            stream = self.docker.pull(f"{repository}@{tag}", auth_config=self.registry_auth, stream=True,
-                                      decode=True)
-        else:
-            stream = self.docker.pull(repository, tag=tag or "latest", auth_config=self.registry_auth,
-                                      stream=True, decode=True)
-        for line in stream:
-            if "error" in line:
-                raise RuntimeError(line["error"])
-        self.docker.inspect_image(image)
-
-    def _remove_container(self, container: str) -> None:
-        try:
-            self.docker.remove_container(container, force=True, v=True)
-        except DockerNotFound:
-            pass
-        except APIError as error:
-            if "already in progress" not in str(error):
-                raise
 
     def _backend(self, endpoint_id: str, authorization: str | None) -> tuple[int, int | None]:
         """For the service proxy: (HTTP status, host port of a healthy route)."""
@@ -1115,19 +1085,6 @@ def _pick(value, selection: dict | None):
         return None
     return {name: ("Endpoint" if name == "__typename" else _pick(value.get(name), sub))
             for name, sub in selection.items()}
-
-
-def _tcp_ok(port: int, timeout: float) -> bool:
-    """Docker's userland proxy accepts on the host port even when nothing listens inside: an at once
-    closed connection means no listener; one that stays open (or speaks first) means a listener."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            sock.settimeout(min(0.3, timeout))
-            return sock.recv(1) != b""
-    except TimeoutError:
-        return True
-    except OSError:
-        return False
 
 
 def _http_status(port: int, path: str, timeout: float) -> int | None:
@@ -1218,86 +1175,11 @@ class _StorageHandler(BaseHTTPRequestHandler):
     do_HEAD = do_PATCH = do_OPTIONS = do_GET = do_POST = _handle
 
 
-class _ServiceProxy(ThreadingHTTPServer):
-    """A service's URL: the app proxy (token check) in front of the healthy routes."""
-
-    daemon_threads = True
-
-    def __init__(self, standin: BackendAIStandIn, endpoint_id: str):
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
-        self.standin, self.endpoint_id = standin, endpoint_id
-        self.http = httpx.Client(timeout=httpx.Timeout(300, connect=5))
-        self._closed = False
-        threading.Thread(target=self.serve_forever, daemon=True, name="backendai-proxy").start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self.shutdown()
-        self.server_close()
-        self.http.close()
-
-
 _DENIED = {401: "Authorization header not provided or malformed (expected 'BackendAI <token>').",
            403: "Invalid or expired token.", 404: "No such endpoint.",
            503: "No healthy route to serve the request."}
 
 
-class _ProxyHandler(BaseHTTPRequestHandler):
-    disable_nagle_algorithm = True  # headers and body go out as separate writes
-    server: _ServiceProxy
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _handle(self) -> None:
-        status, port = self.server.standin._backend(self.server.endpoint_id, self.headers.get("Authorization"))
-        if port is None:
-            return self._refuse(status)
-        body = self._body()
-        skip = HOP_BY_HOP | {"content-length", "authorization"}
-        headers = [(k, v) for k, v in self.headers.items() if k.lower() not in skip]
-        try:
-            request = self.server.http.build_request(self.command, f"http://127.0.0.1:{port}{self.path}",
-                                                     headers=headers, content=body)
-            response = self.server.http.send(request, stream=True)
-        except httpx.HTTPError:
-            return self._refuse(503)
-        try:
-            self.send_response(response.status_code, response.reason_phrase)
-            for key, value in response.headers.multi_items():
-                if key.lower() not in HOP_BY_HOP:
-                    self.send_header(key, value)
-            self.end_headers()
-            for chunk in response.iter_raw():
-                self.wfile.write(chunk)
-                self.wfile.flush()
-        finally:
-            response.close()
-
-    def _body(self) -> bytes:
-        if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        chunks = []
-        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline()
-        while self.rfile.readline().strip():
-            pass
-        return b"".join(chunks)
-
-    def _refuse(self, status: int) -> None:
-        data = json.dumps({"type": PROBS + "app-proxy-error", "title": _DENIED[status]}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/problem+json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+def _refusal(status: int, path: str) -> tuple[str, bytes]:
+    """The app proxy's problem+json refusal."""
+    return "application/problem+json", json.dumps({"type": PROBS + "app-proxy-error", "title": _DENIED[status]}).encode()

@@ -37,7 +37,6 @@ import random
 import re
 import secrets
 import shutil
-import socket
 import string
 import tempfile
 import threading
@@ -57,11 +56,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from docker.errors import APIError
 from docker.errors import NotFound as DockerNotFound
-from docker.utils import parse_repository_tag
 from google.auth import crypt, jwt
 from google.cloud import artifactregistry_v1, run_v2
 from google.iam.v1 import policy_pb2
 from google.protobuf import json_format
+
+from tests.standin_common import ServiceProxy, ensure_image, remove_container, tcp_ok
 
 LOG = logging.getLogger(__name__)
 LABEL = "io.cloud-deploy.standin"
@@ -86,8 +86,6 @@ SERVICE_INPUTS = ("description", "labels", "annotations", "client", "clientVersi
                   "defaultUriDisabled", "iapEnabled", "multiRegionSettings", "customAudiences", "buildConfig")
 REPOSITORY_INPUTS = ("format", "description", "labels", "dockerConfig", "kmsKeyName", "mode", "cleanupPolicies",
                      "cleanupPolicyDryRun", "disallowUnspecifiedMode")
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-              "transfer-encoding", "upgrade"}
 # google.rpc.Code name -> (HTTP status, code)
 STATUS = {"INVALID_ARGUMENT": (400, 3), "FAILED_PRECONDITION": (400, 9), "UNAUTHENTICATED": (401, 16),
           "PERMISSION_DENIED": (403, 7), "NOT_FOUND": (404, 5), "ALREADY_EXISTS": (409, 6), "ABORTED": (409, 10),
@@ -203,7 +201,7 @@ class _Revision:
 @dataclass
 class _Service:
     resource: dict
-    proxy: _ServiceProxy
+    proxy: ServiceProxy
     worker: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
     revisions: dict[str, _Revision] = field(default_factory=dict)
     serving: list[tuple[str, int]] = field(default_factory=list)
@@ -290,7 +288,7 @@ class GcpStandIn:
             self._server.shutdown()
             self._server.server_close()
         for container in self.docker.containers(all=True, filters={"label": f"{LABEL}={self.instance_id}"}):
-            self._remove_container(container["Id"])
+            remove_container(self.docker, container["Id"])
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -633,10 +631,10 @@ class GcpStandIn:
         return op.to_json()
 
     def _new_service(self, name: str) -> _Service:
-        proxy = _ServiceProxy(self, name)
+        proxy = ServiceProxy(lambda authorization: self._backend(name, authorization), _refusal, name)
         now = _now()
         svc = _Service({"name": name, "uid": str(uuid.uuid4()), "generation": "0", "createTime": now,
-                        "creator": self.client_email, "uri": proxy.uri, "urls": [proxy.uri]}, proxy)
+                        "creator": self.client_email, "uri": proxy.url, "urls": [proxy.url]}, proxy)
         self._services[name] = svc
         return svc
 
@@ -650,7 +648,7 @@ class GcpStandIn:
             for revision in svc.revisions.values():
                 revision.container, revision.host_ports = None, {}
         for container in containers:
-            self._remove_container(container)
+            remove_container(self.docker, container)
         svc.proxy.close()
 
     # Cloud Run: IAM
@@ -748,13 +746,13 @@ class GcpStandIn:
             for revision in idle:
                 revision.container, revision.host_ports = None, {}
         for container in containers:
-            self._remove_container(container)
+            remove_container(self.docker, container)
 
     def _run_revision(self, svc: _Service, revision: _Revision) -> str | None:
         """Start the revision's container and wait for its startup probe; the failure message or None."""
         image = revision.template["containers"][0]["image"]
         try:
-            self._ensure_image(image)
+            ensure_image(self.docker, image, self.registry_auth, self.prefer_local_images)
         except (APIError, RuntimeError) as error:
             LOG.warning("gcp stand-in: pulling %s failed: %s", image, error)
             text = str(error).lower()
@@ -777,24 +775,9 @@ class GcpStandIn:
             container, revision.container, revision.host_ports = revision.container, None, {}
         if container:
             self._log_tail(revision.name, container)
-            self._remove_container(container)
+            remove_container(self.docker, container)
         revision.message = reason
         return f"Revision '{revision.name}' is not ready and cannot serve traffic. {reason}"
-
-    def _ensure_image(self, image: str) -> None:
-        repository, tag = parse_repository_tag(image)
-        registry_host = "/" in repository and re.search(r"[.:]|^localhost$", repository.split("/", 1)[0])
-        if self.prefer_local_images or not registry_host:
-            try:
-                self.docker.inspect_image(image)
-                return
-            except DockerNotFound:
-                pass
-        for line in self.docker.pull(repository, tag=tag or "latest", auth_config=self.registry_auth, stream=True,
-                                     decode=True):
-            if "error" in line:
-                raise RuntimeError(line["error"])
-        self.docker.inspect_image(image)
 
     def _start_container(self, svc: _Service, revision: _Revision) -> bool:
         container = revision.template["containers"][0]
@@ -814,7 +797,7 @@ class GcpStandIn:
             if svc.gone.is_set() or self._stopping.is_set():
                 revision.container = None
         if revision.container is None:
-            self._remove_container(created["Id"])
+            remove_container(self.docker, created["Id"])
             return False
         self.docker.start(created["Id"])
         published = self.docker.inspect_container(created["Id"])["NetworkSettings"]["Ports"]
@@ -831,7 +814,7 @@ class GcpStandIn:
         else:
             http_get, period, timeout, threshold, delay = None, 1, 1, 240, 0
         host_port = revision.host_ports[_probe_port(container) or revision.port]
-        check = (lambda: _http_ok(host_port, http_get, timeout)) if http_get else (lambda: _tcp_ok(host_port, timeout))
+        check = (lambda: _http_ok(host_port, http_get, timeout)) if http_get else (lambda: tcp_ok(host_port, timeout))
         reason = ("The user-provided container failed the configured startup probe checks." if http_get
                   else _listen_failure(revision.port))
         if svc.gone.wait(delay):
@@ -856,15 +839,6 @@ class GcpStandIn:
         with contextlib.suppress(APIError):
             LOG.warning("gcp stand-in: revision %s failed; container log tail:\n%s", revision,
                         self.docker.logs(container, tail=20).decode(errors="replace"))
-
-    def _remove_container(self, container: str) -> None:
-        try:
-            self.docker.remove_container(container, force=True, v=True)
-        except DockerNotFound:
-            pass
-        except APIError as error:
-            if "already in progress" not in str(error):
-                raise
 
     def _backend(self, service_name: str, authorization: str | None) -> tuple[int, int | None]:
         """For the service proxy: (HTTP status, host port of a serving revision's container)."""
@@ -988,19 +962,6 @@ def _probe_port(container: dict) -> int | None:
     return (probe.get("httpGet") or probe.get("tcpSocket") or {}).get("port")
 
 
-def _tcp_ok(port: int, timeout: float) -> bool:
-    """Docker's userland proxy accepts on the host port even when nothing listens inside: an at once
-    closed connection means no listener; one that stays open (or speaks first) means a listener."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-            sock.settimeout(min(0.3, timeout))
-            return sock.recv(1) != b""
-    except TimeoutError:
-        return True
-    except OSError:
-        return False
-
-
 def _http_ok(port: int, http_get: dict, timeout: float) -> bool:
     headers = {h["name"]: h.get("value", "") for h in http_get.get("httpHeaders", [])}
     try:
@@ -1065,27 +1026,6 @@ class _ApiHandler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PATCH = do_DELETE = do_PUT = _handle
 
 
-class _ServiceProxy(ThreadingHTTPServer):
-    """A service's URL: Cloud Run's front end (invoker check) and router (traffic split)."""
-
-    daemon_threads = True
-
-    def __init__(self, standin: GcpStandIn, service_name: str):
-        super().__init__(("127.0.0.1", 0), _ProxyHandler)
-        self.standin, self.service_name = standin, service_name
-        self.http = httpx.Client(timeout=httpx.Timeout(300, connect=5))
-        threading.Thread(target=self.serve_forever, daemon=True, name=f"proxy {service_name}").start()
-
-    @property
-    def uri(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def close(self) -> None:
-        self.shutdown()
-        self.server_close()
-        self.http.close()
-
-
 _DENIED = {
     401: ("Unauthorized", "Your client does not have permission to the requested URL <code>{path}</code>."),
     403: ("Forbidden", "Your client does not have permission to get URL <code>{path}</code> from this server."),
@@ -1094,58 +1034,10 @@ _DENIED = {
 }
 
 
-class _ProxyHandler(BaseHTTPRequestHandler):
-    disable_nagle_algorithm = True  # headers and body go out as separate writes
-    server: _ServiceProxy
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _handle(self) -> None:
-        status, port = self.server.standin._backend(self.server.service_name, self.headers.get("Authorization"))
-        if port is None:
-            return self._refuse(status)
-        body = self._body()
-        headers = [(k, v) for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP | {"content-length"}]
-        try:
-            request = self.server.http.build_request(self.command, f"http://127.0.0.1:{port}{self.path}",
-                                                     headers=headers, content=body)
-            response = self.server.http.send(request, stream=True)
-        except httpx.HTTPError:
-            return self._refuse(503)
-        try:
-            self.send_response(response.status_code, response.reason_phrase)
-            for key, value in response.headers.multi_items():
-                if key.lower() not in HOP_BY_HOP:
-                    self.send_header(key, value)
-            self.end_headers()
-            for chunk in response.iter_raw():
-                self.wfile.write(chunk)
-                self.wfile.flush()
-        finally:
-            response.close()
-
-    def _body(self) -> bytes:
-        if "chunked" not in self.headers.get("Transfer-Encoding", "").lower():
-            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        chunks = []
-        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline()
-        while self.rfile.readline().strip():
-            pass
-        return b"".join(chunks)
-
-    def _refuse(self, status: int) -> None:
-        title, text = _DENIED[status]
-        page = (f"<html><head>\n<meta http-equiv=\"content-type\" content=\"text/html;charset=utf-8\">\n"
-                f"<title>{status} {title}</title>\n</head>\n<body text=#000000 bgcolor=#ffffff>\n"
-                f"<h1>Error: {title}</h1>\n<h2>{text.format(path=self.path)}</h2>\n<h2></h2>\n</body></html>\n")
-        self.send_response(status, title)
-        self.send_header("Content-Type", "text/html; charset=UTF-8")
-        self.send_header("Content-Length", str(len(page.encode())))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(page.encode())
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
+def _refusal(status: int, path: str) -> tuple[str, bytes]:
+    """Cloud Run's front-end error page."""
+    title, text = _DENIED[status]
+    page = (f"<html><head>\n<meta http-equiv=\"content-type\" content=\"text/html;charset=utf-8\">\n"
+            f"<title>{status} {title}</title>\n</head>\n<body text=#000000 bgcolor=#ffffff>\n"
+            f"<h1>Error: {title}</h1>\n<h2>{text.format(path=path)}</h2>\n<h2></h2>\n</body></html>\n")
+    return "text/html; charset=UTF-8", page.encode()
