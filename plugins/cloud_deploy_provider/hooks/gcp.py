@@ -49,15 +49,6 @@ def gcp_conn_id() -> str:
     return conn_id_from_env("CLOUD_DEPLOY_GCP_CONN_ID", DEFAULT_CONN_ID, GcpSettingsError)
 
 
-def mask(secret: str) -> None:
-    """Keep an access token out of task logs (Airflow's secrets masker)."""
-    try:
-        from airflow.sdk.log import mask_secret
-    except ImportError:  # pragma: no cover - outside Airflow
-        return
-    mask_secret(secret)
-
-
 class GcpSession:
     """One connection's credentials and clients, each made once."""
 
@@ -146,5 +137,7 @@ class GcpSession:
                 credentials.refresh(google.auth.transport.requests.Request())
             except google.auth.exceptions.GoogleAuthError as error:
                 raise GcpSettingsError(f"connection {self.conn_id!r}: cannot get an access token: {error}") from None
-        mask(credentials.token)
+        from airflow.sdk.log import mask_secret
+
+        mask_secret(credentials.token)  # keeps the registry password out of task logs
         return credentials.token
