@@ -36,6 +36,8 @@ from pydantic_core import PydanticCustomError
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
+from cloud_deploy_provider.accelerators import AcceleratorError, AcceleratorRequest, request_of
+
 __all__ = [
     "KNOWN_DEPLOY_TYPES",
     "MAX_SPEC_BYTES",
@@ -555,6 +557,7 @@ class Resources(_SpecModel):
     cpu: Annotated[float, _ranged(integer=False, above=0, high=512)] | None = None
     memory: Annotated[int, _ranged(integer=True, above=0)] | None = None
     gpu: Annotated[int, _ranged(integer=True, low=0)] | None = None
+    shm_size: Annotated[int, _ranged(integer=True, low=1, high=1024 * 1024)] | None = None
 
     @property
     def extra(self) -> dict[str, int | float]:
@@ -576,9 +579,25 @@ class K8s(_SpecModel):
     nfspath: AbsolutePath | None = None
 
 
+RUNTIME_VARIANTS = ("custom", "vllm", "nim", "cmd")
+
+
 class ModelService(_SpecModel):
-    model: ModelName
+    """A Backend.AI model service (``compute-session``).
+
+    ``model`` names an existing model folder on the cluster (it must hold its own model
+    definition for the ``custom`` variant); without it the target creates a folder per service
+    with a model definition written from ``deploy``.
+    """
+
+    model: ModelName | None = None
     scaling_group: ModelName | None = None
+    runtime_variant: Annotated[str, _one_of(RUNTIME_VARIANTS, "runtime variant")] = "custom"
+    model_definition_path: RelativePath | None = None
+    mount_destination: AbsolutePath = "/models"
+    open_to_public: bool = False
+    cluster_size: Annotated[int, _ranged(integer=True, low=1, high=64)] = 1
+    cluster_mode: Annotated[str, _one_of(("single-node", "multi-node"), "cluster mode")] = "single-node"
 
 
 class Readiness(_SpecModel):
@@ -696,11 +715,24 @@ class DeploymentSpec(_SpecModel):
     deploy: Deploy
     optional: OptionalFiles | None = None
 
+    @model_validator(mode="after")
+    def _accelerator_consistent(self) -> "DeploymentSpec":
+        try:
+            self.accelerator_request
+        except AcceleratorError as error:
+            _fail(str(error))
+        return self
+
+    @property
+    def accelerator_request(self) -> AcceleratorRequest:
+        """``build.accelerator`` merged with ``deploy.resources.gpu`` and slot keys such as ``atom-max.device``."""
+        accelerator, resources = self.build.accelerator, self.deploy.resources
+        return request_of(**accelerator.model_dump(), gpu=resources.gpu, slots=resources.extra)
+
     @property
     def gpu_count(self) -> int:
-        """GPUs asked for: ``deploy.resources.gpu``, else the count of a ``gpu`` accelerator."""
-        accelerator = self.build.accelerator
-        return self.deploy.resources.gpu or (accelerator.count if accelerator.type == "gpu" else 0)
+        request = self.accelerator_request
+        return request.count if request.type == "gpu" else 0
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=False, exclude_none=True)

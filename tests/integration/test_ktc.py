@@ -71,7 +71,7 @@ def test_a_crashing_service_fails_the_run_with_the_agents_error(agent, ktc_proje
     "change, message",
     [
         (lambda deploy: deploy.__setitem__("address", f"http://127.0.0.1:{free_port()}"), "is unreachable"),
-        (lambda deploy: deploy["resources"].__setitem__("atom-max.device", 1), "CPU and GPU services only, not atom-max.device"),
+        (lambda deploy: deploy["resources"].__setitem__("atom-max.device", 1), "ktc: cannot provide accelerator npu:rebellion:atom-max:1"),
     ],
     ids=["unreachable", "npu"],
 )

@@ -271,8 +271,8 @@ def merge_into(target: dict, values: dict) -> None:
 
 
 def test_unknown_key_without_close_match_lists_the_keys():
-    problem = single_problem(with_changes(deploy__model_service={"model": "m", "zzz": 1}))
-    assert problem == "deploy.model_service.zzz: unknown key; expected one of: model, scaling_group"
+    problem = single_problem(with_changes(deploy__readiness={"zzz": 1}))
+    assert problem == "deploy.readiness.zzz: unknown key; expected one of: check, path, timeout_seconds, interval_seconds"
 
 
 def test_all_problems_are_collected():
@@ -338,9 +338,9 @@ def test_number_rejections(changes, expected):
 
 
 def test_vendor_resource_keys_are_kept():
-    resources = {"cpu": 2, "cuda.shares": 0.5, "cuda.device": 1, "atom.device": 2}
+    resources = {"cpu": 2, "atom.device": 2}
     spec = parse_spec_text(with_changes(deploy__resources=resources))
-    assert spec.deploy.resources.extra == {"cuda.shares": 0.5, "cuda.device": 1, "atom.device": 2}
+    assert spec.deploy.resources.extra == {"atom.device": 2}
     assert spec.deploy.resources.cpu == 2
 
 
@@ -553,7 +553,7 @@ def test_env_numbers_become_strings():
         ({"deploy__readiness": {"check": "grpc"}}, "deploy.readiness.check"),
         ({"deploy__readiness": {"path": "health"}}, "deploy.readiness.path"),
         ({"deploy__model_service": {"model": "a b"}}, "deploy.model_service.model"),
-        ({"deploy__model_service": {"scaling_group": "g"}}, "deploy.model_service.model"),
+        ({"deploy__model_service": {"runtime_variant": "triton"}}, "deploy.model_service.runtime_variant"),
         ({"deploy__network": [8080]}, "deploy.network"),
     ],
 )

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from botocore.exceptions import ClientError
 
+from cloud_deploy_provider.accelerators import batch_resources
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
@@ -79,9 +80,8 @@ class BatchTarget(AwsTarget):
             {"type": "VCPU", "value": str(int(vcpus))},
             {"type": "MEMORY", "value": str(resources.memory or DEFAULT_MEMORY_MB)},
         ]
-        gpus = spec.gpu_count
-        if gpus:
-            requirements.append({"type": "GPU", "value": str(gpus)})
+        accelerators = batch_resources(spec.accelerator_request)
+        requirements += [{"type": kind, "value": str(count)} for kind, count in accelerators.items()]
         return requirements
 
     @staticmethod

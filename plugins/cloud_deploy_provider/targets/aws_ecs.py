@@ -12,6 +12,7 @@ import json
 import time
 from typing import Any, ClassVar
 
+from cloud_deploy_provider.accelerators import ecs_resources
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
@@ -49,7 +50,7 @@ class EcsTarget(AwsTarget):
 
     def launch_type(self, spec: DeploymentSpec) -> str:
         ecs = spec.deploy.ecs
-        wants_gpu = spec.gpu_count > 0
+        wants_gpu = bool(ecs_resources(spec.accelerator_request))
         chosen = ecs.launch_type if ecs and ecs.launch_type else ("EC2" if wants_gpu else "FARGATE")
         if wants_gpu and chosen == "FARGATE":
             raise AwsTargetError("aws-ecs: Fargate has no GPUs; set deploy.ecs.launch_type: ec2 on a GPU cluster")
@@ -127,9 +128,9 @@ class EcsTarget(AwsTarget):
         port = deploy.network.container_port if deploy.network else None
         if port:
             container["portMappings"] = [{"containerPort": port, "hostPort": port, "protocol": "tcp"}]
-        gpus = spec.gpu_count
-        if gpus:
-            container["resourceRequirements"] = [{"type": "GPU", "value": str(gpus)}]
+        accelerators = ecs_resources(spec.accelerator_request)
+        if accelerators:
+            container["resourceRequirements"] = [{"type": kind, "value": str(n)} for kind, n in accelerators.items()]
         return {
             "family": self.name(spec),
             "networkMode": "awsvpc",

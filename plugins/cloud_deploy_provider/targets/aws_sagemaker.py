@@ -24,6 +24,7 @@ from typing import IO, Any, ClassVar
 
 from botocore.exceptions import ClientError
 
+from cloud_deploy_provider.accelerators import sagemaker_check
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec, SageMaker
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
@@ -201,6 +202,7 @@ class SageMakerTarget(AwsTarget):
     def render(self, spec: DeploymentSpec, image: str, model_data_url: str | None) -> EndpointPlan:
         self.check_port(spec)
         settings = self.settings(spec)
+        sagemaker_check(spec.accelerator_request, settings.instance_type)
         container: dict[str, Any] = {"Image": image, "Environment": dict(sorted(spec.deploy.env.items()))}
         if model_data_url:
             container["ModelDataUrl"] = model_data_url

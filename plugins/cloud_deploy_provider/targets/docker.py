@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from cloud_deploy_provider.accelerators import docker_devices
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.settings import EngineSettings
 from cloud_deploy_provider.spec import DeploymentSpec
@@ -79,7 +80,8 @@ class DockerTarget:
             "ports": {},
             "nano_cpus": int(resources.cpu * 1e9) if resources.cpu else None,
             "mem_limit": f"{resources.memory}m" if resources.memory else None,
-            "gpus": spec.gpu_count,
+            "gpus": docker_devices(spec.accelerator_request).get("nvidia", 0),
+            "shm_size": f"{resources.shm_size}m" if resources.shm_size else None,
         }
         if deploy.network and deploy.network.service_host_port:
             config["ports"] = {
@@ -98,10 +100,12 @@ class DockerTarget:
             limits["nano_cpus"] = config["nano_cpus"]
         if config["mem_limit"]:
             limits["mem_limit"] = config["mem_limit"]
+        if config["shm_size"]:
+            limits["shm_size"] = config["shm_size"]
         if config["gpus"]:
             from docker.types import DeviceRequest
 
-            limits["device_requests"] = [DeviceRequest(count=config["gpus"], capabilities=[["gpu"]])]
+            limits["device_requests"] = [DeviceRequest(driver="nvidia", count=config["gpus"], capabilities=[["gpu"]])]
         host_config = self.client.create_host_config(
             port_bindings={port: tuple(binding) for port, binding in config["ports"].items()},
             restart_policy=config["restart_policy"],

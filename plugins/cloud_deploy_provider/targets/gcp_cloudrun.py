@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from cloud_deploy_provider.accelerators import cloud_run_gpu
 from cloud_deploy_provider.artifact_registry import (
     LABEL_OWNER,
     artifact_registry,
@@ -44,8 +45,6 @@ MEMORY_RANGE_MB = (128, 32768)
 MIN_MEMORY_FOR_CPU = {4: 2048, 6: 4096, 8: 4096}
 MIN_CPU_FOR_MEMORY = ((24576, 8), (16384, 6), (8192, 4), (4096, 2))
 GPU_MIN_CPU, GPU_MIN_MEMORY_MB = 4, 16384
-# build.accelerator model -> Cloud Run's nodeSelector accelerator; the first is the default.
-CLOUD_RUN_GPUS = {"l4": "nvidia-l4", "rtx-pro-6000": "nvidia-rtx-pro-6000"}
 MAX_STARTUP_PROBE_SECONDS = 240
 TRAFFIC_MOVE_TIMEOUT_SECONDS = 120
 DELETE_TIMEOUT_SECONDS = 300
@@ -118,10 +117,8 @@ class CloudRunTarget:
         needed_cpu = next((count for above, count in MIN_CPU_FOR_MEMORY if memory > above), 1)
         if cpu < needed_cpu:
             raise CloudRunError(f"gcp-cloudrun: {memory} MB of memory needs at least {needed_cpu} CPUs")
-        if resources.extra:
-            raise CloudRunError(f"gcp-cloudrun: Cloud Run has no {', '.join(sorted(resources.extra))} devices")
         limits = {"cpu": str(int(cpu)), "memory": f"{memory}Mi"}
-        if self.accelerator(spec):
+        if cloud_run_gpu(spec.accelerator_request):
             if cpu < GPU_MIN_CPU or memory < GPU_MIN_MEMORY_MB:
                 raise CloudRunError(
                     f"gcp-cloudrun: a GPU instance needs at least {GPU_MIN_CPU} CPUs and {GPU_MIN_MEMORY_MB} MB "
@@ -129,25 +126,6 @@ class CloudRunTarget:
                 )
             limits["nvidia.com/gpu"] = "1"
         return limits
-
-    def accelerator(self, spec: DeploymentSpec) -> str | None:
-        """Cloud Run's GPU type for the spec, or None for a CPU-only service."""
-        accelerator = spec.build.accelerator
-        if accelerator.type in ("npu", "tpu"):
-            raise CloudRunError(f"gcp-cloudrun: Cloud Run has no {accelerator.type.upper()}s; only NVIDIA GPUs")
-        count = spec.gpu_count
-        if not count:
-            return None
-        if count > 1:
-            raise CloudRunError(f"gcp-cloudrun: Cloud Run attaches one GPU per instance, not {count}")
-        if accelerator.vendor not in (None, "nvidia"):
-            raise CloudRunError(f"gcp-cloudrun: Cloud Run has NVIDIA GPUs only, not {accelerator.vendor}")
-        if accelerator.model is None:
-            return next(iter(CLOUD_RUN_GPUS.values()))
-        if accelerator.model not in CLOUD_RUN_GPUS:
-            offered = ", ".join(CLOUD_RUN_GPUS)
-            raise CloudRunError(f"gcp-cloudrun: Cloud Run offers the GPU models {offered}, not {accelerator.model}")
-        return CLOUD_RUN_GPUS[accelerator.model]
 
     def env(self, spec: DeploymentSpec) -> list[Any]:
         from google.cloud import run_v2
@@ -206,7 +184,7 @@ class CloudRunTarget:
                 max_instance_count=(cloudrun.max_instances if cloudrun else None) or 0,
             ),
         )
-        accelerator = self.accelerator(spec)
+        accelerator = cloud_run_gpu(spec.accelerator_request)
         if accelerator:
             template.node_selector = run_v2.NodeSelector(accelerator=accelerator)
         if cloudrun and cloudrun.concurrency:

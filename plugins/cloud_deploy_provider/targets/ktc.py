@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from cloud_deploy_provider.accelerators import ktc_gpus
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
@@ -48,10 +49,7 @@ class KtcTarget:
         return (network.container_port if network else None) or DEFAULT_PORT
 
     def start_request(self, spec: DeploymentSpec, image: str) -> dict[str, Any]:
-        accelerator = spec.build.accelerator
-        if accelerator.type in ("npu", "tpu") or spec.deploy.resources.extra:
-            asked = ", ".join(sorted(spec.deploy.resources.extra)) or accelerator.type.upper()
-            raise KtcError(f"ktc: the KT Cloud agent runs CPU and GPU services only, not {asked}")
+        gpus = ktc_gpus(spec.accelerator_request)
         resources = spec.deploy.resources
         return {
             "service_name": self.service_name(spec),
@@ -59,7 +57,7 @@ class KtcTarget:
             "port": self.port(spec),
             "cpu": resources.cpu or 1,
             "memory": resources.memory or 2048,
-            "gpu": spec.gpu_count,
+            "gpu": gpus,
             "env": dict(spec.deploy.env),
         }
 
