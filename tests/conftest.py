@@ -376,3 +376,80 @@ def gcp(docker_client):
             os.environ.pop("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", None)
         else:
             os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = previous
+
+
+BACKENDAI_SCALING_GROUPS = {
+    "default": {"cpu": 16, "mem": "64g", "cuda.device": 2, "cuda.shares": 2, "rocm.device": 1, "tpu.device": 1},
+    "atom-max": {"cpu": 32, "mem": "128g", "atom-max.device": 4},
+}
+
+
+class BackendAIEnv:
+    """The Backend.AI manager stand-in plus the registry its cluster pulls from (with its own login)."""
+
+    def __init__(self, stand_in, registry_host: str, registry_password: str):
+        self.stand_in = stand_in
+        self.registry_host = registry_host
+        self.registry_password = registry_password
+
+    def connection(self, secret_key: str | None = None, **extra) -> str:
+        import json
+
+        return json.dumps({
+            "conn_type": "backendai",
+            "host": self.stand_in.endpoint,
+            "login": self.stand_in.access_key,
+            "password": secret_key or self.stand_in.secret_key,
+            "extra": {"domain": "default", "group": "default", "registry_conn_id": "backendai_registry", **extra},
+        })
+
+    def client(self):
+        from cloud_deploy_provider.hooks.backendai import BackendAIClient, BackendAISettings, BackendAIExtra
+
+        stand_in = self.stand_in
+        return BackendAIClient(BackendAISettings("test", stand_in.endpoint, stand_in.access_key, stand_in.secret_key,
+                                                 BackendAIExtra()))
+
+
+@pytest.fixture(scope="session")
+def backendai(docker_client):
+    """The stand-in; ``backendai_default`` points at it and ``backendai_registry`` at its cluster registry."""
+    import json
+    import secrets
+
+    import bcrypt
+
+    from tests.backendai_standin import BackendAIStandIn
+
+    password = secrets.token_urlsafe(16)
+    registry_port = free_port()
+    data = SESSION_DIR / f"backendai-registry-{registry_port}"
+    data.mkdir()
+    (data / "htpasswd").write_text(f"bai:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()}\n")
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "start-registry.sh"), str(registry_port), str(data), str(data / "htpasswd")],
+        check=True,
+    )
+    registry_host = f"127.0.0.1:{registry_port}"
+    auth = {"username": "bai", "password": password, "serveraddress": registry_host}
+    stand_in = BackendAIStandIn(docker_client, registry_auth=auth, scaling_groups=BACKENDAI_SCALING_GROUPS).start()
+    environment = BackendAIEnv(stand_in, registry_host, password)
+    variables = {
+        "AIRFLOW_CONN_BACKENDAI_DEFAULT": environment.connection(),
+        "AIRFLOW_CONN_BACKENDAI_REGISTRY": json.dumps(
+            {"conn_type": "docker", "host": f"http://{registry_host}", "login": "bai", "password": password}
+        ),
+    }
+    previous = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield environment
+    finally:
+        stand_in.stop()
+        if (data / "registry.pid").exists():
+            subprocess.run(["kill", (data / "registry.pid").read_text().strip()], check=False)
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

@@ -23,8 +23,12 @@ def get_provider_info():
                     "cloud_deploy_provider.hooks.docker_engine",
                     "cloud_deploy_provider.hooks.aws",
                     "cloud_deploy_provider.hooks.gcp",
+                    "cloud_deploy_provider.hooks.backendai",
                 ],
             }
+        ],
+        "connection-types": [
+            {"hook-class-name": "cloud_deploy_provider.hooks.backendai.BackendAIHook", "connection-type": "backendai"}
         ],
         "plugins": [{"name": "cloud_deploy", "plugin-class": "cloud_deploy_provider.plugin.CloudDeployPlugin"}],
     }

@@ -106,9 +106,10 @@ def _after_undeploy(deploy: RunSnapshot | None, undeploy: RunSnapshot) -> Deploy
 def _deploy_status(run: RunSnapshot) -> DeploymentStatus:
     image = run.xcom("push") or run.xcom("build")
     deployed = run.xcom("deploy") or {}
-    common = {"image": image, "deploy_run_id": run.run_id, "url": deployed.get("url"), "target": deployed or None}
+    finished = run.xcom("wait_ready") or {}
+    url = deployed.get("url") or finished.get("url")  # some targets know the URL only once the service is ready
+    common = {"image": image, "deploy_run_id": run.run_id, "url": url, "target": deployed or None}
     if run.state == "success":
-        finished = run.xcom("wait_ready") or {}
         if finished.get("state") == "completed":
             return DeploymentStatus(Status.COMPLETED, "completed", finished.get("message"), **common)
         return DeploymentStatus(Status.RUNNING, "ready", "the service answers", **common)

@@ -58,3 +58,11 @@ def test_the_newer_run_wins():
     stopping = derive_status(deployed, undeploy_run("running", 2))
     assert (stopping.status, stopping.stage, stopping.url) == (Status.RUNNING, "stopping", "http://x")
     assert derive_status(deployed, undeploy_run("failed", 2)).status == Status.FAILED
+
+
+def test_the_url_comes_from_wait_ready_when_the_deploy_did_not_know_it():
+    """Backend.AI assigns a service URL only once a route is healthy."""
+    xcoms = {("deploy", "return_value"): {"url": None}, ("wait_ready", "return_value"): {"url": "http://svc:1"}}
+    assert derive_status(deploy_run("success", 5, xcoms=xcoms), None).url == "http://svc:1"
+    xcoms[("deploy", "return_value")] = {"url": "http://first:1"}
+    assert derive_status(deploy_run("success", 5, xcoms=xcoms), None).url == "http://first:1"

@@ -21,6 +21,7 @@ TARGETS: dict[str, str] = {
     "aws-batch": "cloud_deploy_provider.targets.aws_batch:BatchTarget",
     "gcp-cloudrun": "cloud_deploy_provider.targets.gcp_cloudrun:CloudRunTarget",
     "ktc": "cloud_deploy_provider.targets.ktc:KtcTarget",
+    "compute-session": "cloud_deploy_provider.targets.compute_session:ComputeSessionTarget",
 }
 
 TargetState = Literal["running", "starting", "exited", "failed", "completed", "absent", "unknown"]
