@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 
@@ -164,3 +165,64 @@ def test_tango_atom_sample_asks_for_one_atom_max():
     assert TARGET_MAPPINGS["compute-session"](spec.accelerator_request) == {"atom-max.device": 1}
     with pytest.raises(AcceleratorError, match="^docker: cannot provide accelerator npu:rebellion:atom-max:1"):
         TARGET_MAPPINGS["docker"](spec.accelerator_request)
+
+
+GPU_SPEC = {"accelerator": "gpu:nvidia:l4:1"}
+ATOM_SPEC = {"accelerator": "npu:rebellion:atom-max:1"}
+ROLE_ARN = "arn:aws:iam::123456789012:role/sagemaker"
+DEPLOY_EXTRAS = {
+    "ktc": {"address": "http://127.0.0.1:9"},
+    "aws-sagemaker": {"sagemaker": {"instance_type": "ml.g6.xlarge", "execution_role_arn": ROLE_ARN}},
+    "aws-ecs": {"ecs": {"launch_type": "ec2"}},
+}
+# How each target's rendered resources show one L4 GPU.
+GPU_IN_DESCRIBE = {
+    "docker": '"gpus": 1',
+    "aws-ecs": '{"type": "GPU", "value": "1"}',
+    "aws-batch": '{"type": "GPU", "value": "1"}',
+    "aws-sagemaker": '"InstanceType": "ml.g6.xlarge"',
+    "gcp-cloudrun": "nvidia-l4",
+    "ktc": '"gpu": 1',
+    "compute-session": '"cuda.device": "1"',
+}
+
+
+@pytest.fixture
+def offline_connections(monkeypatch):
+    """Every target's connection, pointing at a closed port: describe() must not call anything."""
+    closed = "http://127.0.0.1:9"
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({"conn_type": "aws", "extra": {
+        "region_name": "eu-west-1", "endpoint_url": closed,
+        "cloud_deploy": {"subnets": ["subnet-0abc1234"], "batch_job_queue": "gpu-queue"}}}))
+    monkeypatch.setenv("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", json.dumps({"conn_type": "google_cloud_platform", "extra": {
+        "project": "tango-testbed",
+        "cloud_deploy": {"region": "asia-northeast3", "run_endpoint": closed, "artifact_registry_endpoint": closed}}}))
+    monkeypatch.setenv("AIRFLOW_CONN_BACKENDAI_DEFAULT", json.dumps(
+        {"conn_type": "backendai", "host": closed, "login": "AKIATEST", "password": "secret"}))
+
+
+def _described(target: str, build: dict) -> str:
+    from cloud_deploy_provider.identity import ProjectRef
+    from cloud_deploy_provider.settings import EngineSettings
+    from cloud_deploy_provider.spec import validate_spec_data
+    from cloud_deploy_provider.targets import target_class
+
+    deploy = {"type": target, "service_name": "svc", "resources": {"cpu": 4, "memory": 16384},
+              "entrypoint": ["python3", "server.py"], **DEPLOY_EXTRAS.get(target, {})}
+    spec = validate_spec_data({"build": build, "deploy": deploy})
+    return json.dumps(target_class(target).describe(ProjectRef("u", "p"), spec, EngineSettings.from_env()))
+
+
+@pytest.mark.parametrize("target", list(GPU_IN_DESCRIBE))
+def test_each_target_renders_its_own_gpu_resource(offline_connections, target):
+    assert GPU_IN_DESCRIBE[target] in _described(target, GPU_SPEC)
+
+
+@pytest.mark.parametrize("target", [name for name in GPU_IN_DESCRIBE if name != "compute-session"])
+def test_each_target_refuses_an_npu_naming_itself(offline_connections, target):
+    with pytest.raises(AcceleratorError, match=f"^{target}: cannot provide accelerator npu:rebellion:atom-max:1"):
+        _described(target, ATOM_SPEC)
+
+
+def test_compute_session_renders_the_atom_slot(offline_connections):
+    assert '"atom-max.device": "1"' in _described("compute-session", ATOM_SPEC)
