@@ -23,12 +23,14 @@ ORDER = ["started", "building", "preparing", "running"]
 
 
 @pytest.fixture(scope="module")
-def stack(docker_client, base_image, aws, gcp):
+def stack(docker_client, base_image, aws, gcp, backendai):
     state = SESSION_DIR / "stack"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
         "AIRFLOW_CONN_AWS_DEFAULT": aws.connection(),
         "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": gcp.connection(),
+        "AIRFLOW_CONN_BACKENDAI_DEFAULT": os.environ["AIRFLOW_CONN_BACKENDAI_DEFAULT"],
+        "AIRFLOW_CONN_BACKENDAI_REGISTRY": os.environ["AIRFLOW_CONN_BACKENDAI_REGISTRY"],
         "AIRFLOW_PORT": str(free_port()),
         "GATEWAY_PORT": str(free_port()),
         "VENV": str(Path(os.sys.executable).parent.parent),
@@ -178,3 +180,25 @@ def test_cloudrun_start_status_answer_stop_through_the_gateway(stack, gcp):
     assert gateway.get("/status_request", params=params).text == "stopped"
     with pytest.raises(exceptions.NotFound):
         gcp.run().get_service(name=service)
+
+
+def test_compute_session_start_status_answer_stop_through_the_gateway(stack, backendai):
+    """A GPU model service on the Backend.AI stand-in: /start, running, it answers, /stop leaves nothing."""
+    params = {"user_id": "tango", "project_id": "e2e-backendai"}
+    _project(stack, **params, sample="compute-session-gpu")
+    gateway = httpx.Client(base_url=stack["gateway"], timeout=30)
+
+    assert gateway.get("/start", params=params).text == "started"
+    seen = _wait_for(gateway, params, ("running", "failed"))
+    detail = gateway.get(f"/deployments/{params['user_id']}/{params['project_id']}").json()
+    assert seen[-1] == "running", (seen, detail)
+    print("compute-session statuses seen:", " -> ".join(seen))
+    answer = httpx.post(f"{detail['url']}/predict", json={"features": [5.9, 2.8, 4.3, 1.3]}, timeout=10).json()
+    assert answer["class"] == "versicolor"
+    assert backendai.stand_in.secret_key not in json.dumps(detail)
+
+    endpoint_id = detail["target"]["resources"]["endpoint_id"]
+    assert backendai.stand_in.service(endpoint_id)["status"] == "HEALTHY"
+    assert gateway.get("/stop", params=params).text == "finished"
+    assert gateway.get("/status_request", params=params).text == "stopped"
+    assert backendai.stand_in.service(endpoint_id)["status"] == "DESTROYED"

@@ -109,6 +109,13 @@ def test_deploy_answers_updates_in_place_and_stop_removes_everything(hello_proje
     labelled = docker_client.containers(all=True, filters={"label": f"io.cloud-deploy.key={hello_project.ref.key}"})
     assert len(labelled) == 1
 
+    hello_project.edit(lambda spec: spec["deploy"].__setitem__("resources", {"shm_size": 256}))
+    loaded = load_project(hello_project.user_id, hello_project.project_id)
+    target.deploy(loaded.spec, image_ref(rebuilt.to_dict()))
+    wait_ready(target, loaded.spec, print)
+    shm = docker_client.inspect_container(target.container_name(loaded.spec))["HostConfig"]["ShmSize"]
+    assert shm == 256 << 20, "deploy.resources.shm_size (MB) sizes /dev/shm"
+
     assert target.stop(loaded.spec) == [target.container_name(loaded.spec)]
     assert target.status(loaded.spec).state == "absent"
     assert target.stop(loaded.spec) == []

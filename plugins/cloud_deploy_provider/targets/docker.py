@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import secrets
 import socket
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
 
 LABEL_IMAGE = "io.cloud-deploy.image"
+LABEL_CONFIG = "io.cloud-deploy.config"
 LOG_TAIL_LINES = 20
 PROBE_TIMEOUT_SECONDS = 2.0
 STOP_TIMEOUT_SECONDS = 10
@@ -58,7 +61,9 @@ class DockerTarget:
         current = self._inspect(name)
         url = self.url(spec)
         image_id = image.image_id or self.client.inspect_image(image.reference)["Id"]
-        if current and current["Image"] == image_id and current["State"]["Running"]:
+        config_hash = self.container_config(spec, image.reference)["labels"][LABEL_CONFIG]
+        unchanged = current and current["Config"]["Labels"].get(LABEL_CONFIG) == config_hash
+        if unchanged and current["Image"] == image_id and current["State"]["Running"]:
             self.log(f"container {name} already runs {image.reference}; nothing to change")
             return DeployResult(self.type, {"container": name, "container_id": current["Id"]}, url, changed=False)
         new_id = self._create(spec, image, f"{name}-next-{secrets.token_hex(3)}")
@@ -87,6 +92,8 @@ class DockerTarget:
             config["ports"] = {
                 f"{deploy.network.container_port}/tcp": [self.settings.publish_ip, deploy.network.service_host_port]
             }
+        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+        config["labels"][LABEL_CONFIG] = digest  # a changed env, size or port replaces the container
         return config
 
     @classmethod
