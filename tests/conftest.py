@@ -7,6 +7,8 @@ registry fails the run loudly.
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import shutil
 import socket
@@ -343,40 +345,56 @@ class GcpEnv:
         return artifactregistry_v1.ArtifactRegistryClient(credentials=self.credentials(), transport="rest", client_options=options)
 
 
+@contextlib.contextmanager
+def _registry_with_login(name: str, username: str, password: str):
+    """A real registry on a free loopback port that accepts exactly ``username:password`` (htpasswd)."""
+    import bcrypt
+
+    port = free_port()
+    data = SESSION_DIR / f"{name}-{port}"
+    data.mkdir()
+    (data / "htpasswd").write_text(f"{username}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()}\n")
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "start-registry.sh"), str(port), str(data), str(data / "htpasswd")], check=True
+    )
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        if (data / "registry.pid").exists():
+            subprocess.run(["kill", (data / "registry.pid").read_text().strip()], check=False)
+
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]):
+    previous = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def gcp(docker_client):
     """The stand-in and its registry; the ``google_cloud_default`` connection points at them."""
-    import bcrypt
-
     from tests.gcp_standin import GcpStandIn
 
     stand_in = GcpStandIn(docker_client)
-    registry_port = free_port()
-    data = SESSION_DIR / f"artifact-registry-{registry_port}"
-    data.mkdir()
-    hashed = bcrypt.hashpw(stand_in.access_token.encode(), bcrypt.gensalt(rounds=5)).decode()
-    (data / "htpasswd").write_text(f"oauth2accesstoken:{hashed}\n")
-    subprocess.run(
-        ["bash", str(REPO / "scripts" / "start-registry.sh"), str(registry_port), str(data), str(data / "htpasswd")],
-        check=True,
-    )
-    registry_host = f"127.0.0.1:{registry_port}"
-    stand_in.registry_auth = {"username": "oauth2accesstoken", "password": stand_in.access_token, "serveraddress": registry_host}
-    stand_in.start()
-    environment = GcpEnv(stand_in, registry_host)
-    previous = os.environ.get("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT")
-    os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = environment.connection()
-    try:
-        yield environment
-    finally:
-        stand_in.stop()
-        if (data / "registry.pid").exists():
-            subprocess.run(["kill", (data / "registry.pid").read_text().strip()], check=False)
-        if previous is None:
-            os.environ.pop("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", None)
-        else:
-            os.environ["AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT"] = previous
-
+    with _registry_with_login("artifact-registry", "oauth2accesstoken", stand_in.access_token) as registry_host:
+        stand_in.registry_auth = {
+            "username": "oauth2accesstoken", "password": stand_in.access_token, "serveraddress": registry_host,
+        }
+        stand_in.start()
+        environment = GcpEnv(stand_in, registry_host)
+        try:
+            with _environment({"AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": environment.connection()}):
+                yield environment
+        finally:
+            stand_in.stop()
 
 BACKENDAI_SCALING_GROUPS = {
     "default": {"cpu": 16, "mem": "64g", "cuda.device": 2, "cuda.shares": 2, "rocm.device": 1, "tpu.device": 1},
@@ -417,39 +435,20 @@ def backendai(docker_client):
     import json
     import secrets
 
-    import bcrypt
-
     from tests.backendai_standin import BackendAIStandIn
 
     password = secrets.token_urlsafe(16)
-    registry_port = free_port()
-    data = SESSION_DIR / f"backendai-registry-{registry_port}"
-    data.mkdir()
-    (data / "htpasswd").write_text(f"bai:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=5)).decode()}\n")
-    subprocess.run(
-        ["bash", str(REPO / "scripts" / "start-registry.sh"), str(registry_port), str(data), str(data / "htpasswd")],
-        check=True,
-    )
-    registry_host = f"127.0.0.1:{registry_port}"
-    auth = {"username": "bai", "password": password, "serveraddress": registry_host}
-    stand_in = BackendAIStandIn(docker_client, registry_auth=auth, scaling_groups=BACKENDAI_SCALING_GROUPS).start()
-    environment = BackendAIEnv(stand_in, registry_host, password)
-    variables = {
-        "AIRFLOW_CONN_BACKENDAI_DEFAULT": environment.connection(),
-        "AIRFLOW_CONN_BACKENDAI_REGISTRY": json.dumps(
-            {"conn_type": "docker", "host": f"http://{registry_host}", "login": "bai", "password": password}
-        ),
-    }
-    previous = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
-    try:
-        yield environment
-    finally:
-        stand_in.stop()
-        if (data / "registry.pid").exists():
-            subprocess.run(["kill", (data / "registry.pid").read_text().strip()], check=False)
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with _registry_with_login("backendai-registry", "bai", password) as registry_host:
+        auth = {"username": "bai", "password": password, "serveraddress": registry_host}
+        stand_in = BackendAIStandIn(docker_client, registry_auth=auth, scaling_groups=BACKENDAI_SCALING_GROUPS).start()
+        environment = BackendAIEnv(stand_in, registry_host, password)
+        registry_connection = {"conn_type": "docker", "host": f"http://{registry_host}", "login": "bai", "password": password}
+        variables = {
+            "AIRFLOW_CONN_BACKENDAI_DEFAULT": environment.connection(),
+            "AIRFLOW_CONN_BACKENDAI_REGISTRY": json.dumps(registry_connection),
+        }
+        try:
+            with _environment(variables):
+                yield environment
+        finally:
+            stand_in.stop()

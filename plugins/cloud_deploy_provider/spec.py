@@ -729,11 +729,6 @@ class DeploymentSpec(_SpecModel):
         accelerator, resources = self.build.accelerator, self.deploy.resources
         return request_of(**accelerator.model_dump(), gpu=resources.gpu, slots=resources.extra)
 
-    @property
-    def gpu_count(self) -> int:
-        request = self.accelerator_request
-        return request.count if request.type == "gpu" else 0
-
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=False, exclude_none=True)
 
