@@ -215,3 +215,10 @@ def test_render_prints_the_service_request_without_calling_the_manager(backendai
     assert main(["render", str(Path(REPO / "samples" / "compute-session-atom"))]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert '"atom-max.device": "1"' in out and '"mem": "32g"' in out and '"scaling_group": "atom-max"' in out, out
+
+
+def test_airflow_knows_the_backendai_connection_type():
+    from airflow.providers_manager import ProvidersManager
+
+    hook = ProvidersManager().hooks["backendai"]
+    assert (hook.hook_class_name, hook.hook_name) == ("cloud_deploy_provider.hooks.backendai.BackendAIHook", "Backend.AI")
