@@ -52,6 +52,11 @@ __all__ = [
     "DeploymentSpec",
     "Ecs",
     "K8s",
+    "K8sContainer",
+    "K8sIngress",
+    "K8sMount",
+    "K8sPort",
+    "K8sVolume",
     "ModelService",
     "Network",
     "OptionalFiles",
@@ -128,6 +133,10 @@ _GCP_SERVICE_ACCOUNT = re.compile(
     r"[a-z0-9][a-z0-9-]{0,62}@(?:[a-z][a-z0-9-]{4,28}[a-z0-9]\.iam|developer|appspot)\.gserviceaccount\.com", re.ASCII
 )
 _GCP_REPOSITORY_ID = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
+_K8S_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
+_K8S_PORT_NAME = re.compile(r"(?=.*[a-z])[a-z0-9](?:[a-z0-9-]{0,13}[a-z0-9])?", re.ASCII)
+_K8S_QUANTITY = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?", re.ASCII)
+_DNS_NAME = re.compile(r"(?:\*\.)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
 
 # Docker image reference, per github.com/distribution/reference (regexp.go).
 _IMAGE_DOMAIN_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
@@ -477,6 +486,12 @@ GcpRegion = Annotated[str, _grammar(_GCP_REGION, "a Google Cloud region such as 
 GcpServiceAccount = Annotated[
     str, _grammar(_GCP_SERVICE_ACCOUNT, "a service account e-mail (name@project.iam.gserviceaccount.com)")
 ]
+K8sName = Annotated[str, _grammar(_K8S_NAME, "a Kubernetes name (lowercase letters, digits, '-', up to 63)")]
+K8sPortName = Annotated[
+    str, _grammar(_K8S_PORT_NAME, "a port name (up to 15 lowercase letters, digits and '-', with a letter)")
+]
+K8sQuantity = Annotated[str, _grammar(_K8S_QUANTITY, "a size such as 100Gi or 512Mi")]
+DnsName = Annotated[str, _grammar(_DNS_NAME, "a DNS host name such as app.example.com", max_len=253, lower=True)]
 GcpRepositoryId = Annotated[
     str, _grammar(_GCP_REPOSITORY_ID, "an Artifact Registry repository id (lowercase letters, digits, '-')")
 ]
@@ -574,9 +589,91 @@ class Network(_SpecModel):
         return self.service_container_port or self.service_host_port
 
 
+class K8sPort(_SpecModel):
+    port: Port
+    name: K8sPortName | None = None
+    node_port: Annotated[int, _ranged(integer=True, low=30000, high=32767)] | None = None
+
+
+class K8sMount(_SpecModel):
+    """A volume of ``k8s.volumes`` (or ``nfs``, TANGO's share) mounted at ``path`` in one container."""
+
+    name: K8sName
+    path: AbsolutePath
+    read_only: bool = False
+
+
+class K8sContainer(_SpecModel):
+    """One container of the pod (the seed's CON_NAME/CON_CMD/CON_ARG/CON_PORT/CON_GPU/CON_VOL)."""
+
+    name: K8sName
+    image: Annotated[str, BeforeValidator(_image_reference)] | None = None
+    command: ArgList | None = None
+    args: list[Arg] = []
+    ports: list[K8sPort] = []
+    gpu: Annotated[int, _ranged(integer=True, low=0, high=64)] | None = None
+    volumes: list[K8sMount] = []
+    env: dict[EnvName, EnvValue] = {}
+
+
+class K8sVolume(_SpecModel):
+    """``nas``: a PersistentVolumeClaim of ``size``, created when absent; ``host``: the node's ``host_path``."""
+
+    name: K8sName
+    type: Annotated[str, _one_of(("nas", "host"), "volume type")] = "nas"
+    size: K8sQuantity | None = None
+    storage_class: K8sName | None = None
+    host_path: AbsolutePath | None = None
+    mount: AbsolutePath | None = None
+    disposable: bool = False
+
+    @model_validator(mode="after")
+    def _complete(self) -> "K8sVolume":
+        if self.type == "nas" and not self.size:
+            _fail(f"volume {self.name!r}: a nas volume needs a size such as 100Gi")
+        if self.type == "host" and not self.host_path:
+            _fail(f"volume {self.name!r}: a host volume needs host_path")
+        return self
+
+
+class K8sIngress(_SpecModel):
+    host: DnsName
+    path: Annotated[str, _grammar(_HTTP_PATH, "an HTTP path such as /", max_len=MAX_HTTP_PATH)] = "/"
+    port: Port | None = None
+    class_name: K8sName | None = None
+
+
 class K8s(_SpecModel):
+    """``deploy.k8s``: TANGO's NFS share plus the Kubernetes target's namespace, volumes, containers and ingress."""
+
     nfsip: Annotated[str, BeforeValidator(_host)] | None = None
     nfspath: AbsolutePath | None = None
+    nfs_mount: AbsolutePath = "/models"
+    namespace: K8sName | None = None
+    service_type: Annotated[str, _one_of(("clusterip", "nodeport"), "service type")] | None = None
+    volumes: list[K8sVolume] = []
+    containers: list[K8sContainer] = []
+    ingress: K8sIngress | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "K8s":
+        if bool(self.nfsip) != bool(self.nfspath):
+            _fail("nfsip and nfspath go together (the NFS server and the exported path)")
+        for what, names in (("volume", [v.name for v in self.volumes]), ("container", [c.name for c in self.containers])):
+            repeated = sorted({name for name in names if names.count(name) > 1})
+            if repeated:
+                _fail(f"{what} names must be unique: {', '.join(repeated)}")
+        known = {v.name for v in self.volumes} | ({"nfs"} if self.nfsip else set())
+        for container in self.containers:
+            for mount in container.volumes:
+                if mount.name not in known:
+                    hint = _did_you_mean(mount.name, known)
+                    _fail(f"container {container.name!r} mounts {mount.name!r}, which is not in k8s.volumes"
+                          f"{' (nfs needs nfsip and nfspath)' if mount.name == 'nfs' else ''}{'; ' + hint if hint else ''}")
+        node_ports = [p.node_port for c in self.containers for p in c.ports if p.node_port]
+        if len(node_ports) != len(set(node_ports)):
+            _fail("node_port values must be unique")
+        return self
 
 
 RUNTIME_VARIANTS = ("custom", "vllm", "nim", "cmd")

@@ -22,6 +22,7 @@ TARGETS: dict[str, str] = {
     "gcp-cloudrun": "cloud_deploy_provider.targets.gcp_cloudrun:CloudRunTarget",
     "ktc": "cloud_deploy_provider.targets.ktc:KtcTarget",
     "compute-session": "cloud_deploy_provider.targets.compute_session:ComputeSessionTarget",
+    "kubernetes": "cloud_deploy_provider.targets.kubernetes:KubernetesTarget",
 }
 
 TargetState = Literal["running", "starting", "exited", "failed", "completed", "absent", "unknown"]
