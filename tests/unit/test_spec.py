@@ -562,9 +562,8 @@ def test_other_field_rejections_name_the_field(changes, path):
 
 
 def test_k8s_nfsip_accepts_hostname():
-    assert parse_spec_text(with_changes(deploy__k8s={"nfsip": "nfs.internal.example"})).deploy.k8s.nfsip == (
-        "nfs.internal.example"
-    )
+    k8s = {"nfsip": "nfs.internal.example", "nfspath": "/exports"}
+    assert parse_spec_text(with_changes(deploy__k8s=k8s)).deploy.k8s.nfsip == "nfs.internal.example"
 
 
 # --------------------------------------------------------------------------- YAML safety
