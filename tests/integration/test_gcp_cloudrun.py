@@ -164,7 +164,7 @@ def test_private_unless_the_spec_asks_and_public_access_is_revoked_when_it_stops
     [
         (lambda spec: spec["deploy"]["resources"].__setitem__("cpu", 3), "cpu must be one of (1, 2, 4, 6, 8)"),
         (lambda spec: spec["build"].__setitem__("accelerator", "gpu:nvidia:a100:1"),
-         "offers the GPU models l4, rtx-pro-6000, not a100"),
+         "cannot provide accelerator gpu:nvidia:a100:1: Cloud Run offers the GPU models l4, rtx-pro-6000"),
         (lambda spec: spec["build"].__setitem__("accelerator", "gpu:nvidia:l4:1"), "needs at least 4 CPUs"),
         (lambda spec: spec["deploy"]["env"].__setitem__("PORT", "9000"), "Cloud Run sets PORT"),
     ],
