@@ -132,3 +132,18 @@ def test_a_node_port_on_a_cluster_ip_service_and_an_ingress_to_no_port_are_refus
     spec = validate_spec_data({**base, "deploy": {**base["deploy"], "k8s": {"ingress": {"host": "a.example.com", "port": 9999}}}})
     with pytest.raises(KubernetesTargetError, match="k8s.ingress.port 9999 is not a port of the pod"):
         target().ingress(spec)
+
+
+def test_render_prints_the_manifests_without_calling_the_cluster(capsys, monkeypatch):
+    from cloud_deploy_provider.cli import main
+
+    closed = {"apiVersion": "v1", "kind": "Config", "current-context": "c",
+              "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:9"}}],
+              "users": [{"name": "u", "user": {"token": "t"}}],
+              "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(
+        {"conn_type": "kubernetes", "extra": {"kube_config": json.dumps(closed), "namespace": "tango"}}))
+    monkeypatch.setenv("CLOUD_DEPLOY_BASE_IMAGE_CATALOG", str(REPO / "samples" / "catalog.local.yaml"))
+    assert main(["render", str(REPO / "samples" / "k8s-gpu-workstation")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert '"kind": "Deployment"' in out and '"nodePort": 30020' in out and '"namespace": "tango"' in out, out
