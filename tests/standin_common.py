@@ -64,11 +64,12 @@ def remove_container(docker, container: str) -> None:
 
 class ServiceProxy(ThreadingHTTPServer):
     """A service's URL: ``backend(authorization)`` says (status, host port of an instance); the request
-    is relayed there, else ``refuse(status, path)`` gives the (content type, body) of the refusal."""
+    is relayed there, else ``refuse(status, path)`` gives the (content type, body) of the refusal.
+    Subclasses that route on more than the credentials override ``route``."""
 
     daemon_threads = True
 
-    def __init__(self, backend: Callable[[str | None], tuple[int, int | None]],
+    def __init__(self, backend: Callable[[str | None], tuple[int, int | None]] | None,
                  refuse: Callable[[int, str], tuple[str, bytes]], name: str, strip: frozenset[str] = frozenset()):
         super().__init__(("127.0.0.1", 0), _ProxyHandler)
         self.backend, self.refuse = backend, refuse
@@ -76,6 +77,11 @@ class ServiceProxy(ThreadingHTTPServer):
         self.http = httpx.Client(timeout=httpx.Timeout(300, connect=5))
         self._closed = False
         threading.Thread(target=self.serve_forever, daemon=True, name=f"proxy {name}").start()
+
+    def route(self, request: BaseHTTPRequestHandler) -> tuple[int, int | None]:
+        """(status, host port) for a request: by its Authorization header through ``backend``; a subclass may
+        look at more of the request instead (then ``backend`` may be None)."""
+        return self.backend(request.headers.get("Authorization"))
 
     @property
     def url(self) -> str:
@@ -98,7 +104,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         pass
 
     def _handle(self) -> None:
-        status, port = self.server.backend(self.headers.get("Authorization"))
+        status, port = self.server.route(self)
         if port is None:
             return self._refuse(status)
         body = self._body()
