@@ -452,3 +452,22 @@ def backendai(docker_client):
                 yield environment
         finally:
             stand_in.stop()
+
+
+K8S_NODE_CAPACITY = {"cpu": "16", "memory": "64Gi", "pods": "110", "nvidia.com/gpu": "2"}
+
+
+@pytest.fixture(scope="session")
+def kubernetes_cluster(docker_client):
+    """The Kubernetes API stand-in; ``kubernetes_default`` points at it (namespace ``tango``)."""
+    import json
+
+    from tests.k8s_standin import KubernetesStandIn
+
+    stand_in = KubernetesStandIn(docker_client, node_capacity=K8S_NODE_CAPACITY).start()
+    connection = {"conn_type": "kubernetes", "extra": {"kube_config": json.dumps(stand_in.kubeconfig()), "namespace": "tango"}}
+    try:
+        with _environment({"AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(connection)}):
+            yield stand_in
+    finally:
+        stand_in.stop()

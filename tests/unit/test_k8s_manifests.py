@@ -68,7 +68,7 @@ def test_the_gpu_workstation_has_two_containers_volumes_shm_and_a_fixed_node_por
     assert service["spec"]["type"] == "NodePort"
     assert [(p["name"], p["port"], p.get("nodePort")) for p in service["spec"]["ports"]] == [("ssh", 22, 30020), ("http", 8000, None)]
     claim = target().claims(spec)[0]
-    assert claim["spec"]["resources"]["requests"]["storage"] == "100Gi" and "annotations" not in claim["metadata"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "100Gi"
 
 
 def test_the_inference_sample_mounts_the_nfs_share_and_routes_its_ingress():

@@ -35,7 +35,6 @@ LABEL_USER = "cloud-deploy.io/user"
 LABEL_PROJECT = "cloud-deploy.io/project"
 LABEL_SERVICE = "cloud-deploy.io/service"
 ANNOTATION_CONFIG = "cloud-deploy.io/config"
-ANNOTATION_DISPOSABLE = "cloud-deploy.io/disposable"
 SHM_VOLUME = "dshm"
 NFS_VOLUME = "nfs"
 LOG_TAIL_LINES = 10
@@ -305,10 +304,8 @@ class KubernetesTarget:
                                           "resources": {"requests": {"storage": volume.size}}}
             if volume.storage_class:
                 claim_spec["storageClassName"] = volume.storage_class
-            annotations = {ANNOTATION_DISPOSABLE: "true"} if volume.disposable else {}
             claims.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                           "metadata": self.metadata(spec, self.claim_name(spec, volume.name), **annotations),
-                           "spec": claim_spec})
+                           "metadata": self.metadata(spec, self.claim_name(spec, volume.name)), "spec": claim_spec})
         return claims
 
     def pull_secret(self, spec: DeploymentSpec, reveal: bool = True) -> dict[str, Any] | None:
@@ -447,13 +444,16 @@ class KubernetesTarget:
         raise KubernetesTargetError("kubernetes: no node reports an address")
 
     def url(self, spec: DeploymentSpec) -> str | None:
+        """Known before the rollout only with an ingress; node ports are read once the service is up."""
         ingress = self.k8s(spec).ingress
-        if ingress:
-            return f"http://{ingress.host}{ingress.path}"
-        ports = self.service_ports(spec)
-        if not ports:
-            return None
-        return f"http://{self.name(spec)}.{self.namespace(spec)}.svc.cluster.local:{ports[0][1].port}"
+        return f"http://{ingress.host}{ingress.path}" if ingress else None
+
+    def cluster_url(self, spec: DeploymentSpec) -> str | None:
+        """The in-cluster address of the web port (named http* or web*, else the first)."""
+        ports = [port for _, port in self.service_ports(spec)]
+        web = [port for port in ports if (port.name or "").startswith(("http", "web"))]
+        chosen = (web or ports or [None])[0]
+        return f"http://{self.name(spec)}.{self.namespace(spec)}.svc.cluster.local:{chosen.port}" if chosen else None
 
     def status(self, spec: DeploymentSpec) -> TargetStatus:
         namespace, name = self.namespace(spec), self.name(spec)
@@ -463,11 +463,12 @@ class KubernetesTarget:
         wanted = deployment.spec.replicas or 0
         state = deployment.status
         available, updated = state.available_replicas or 0, state.updated_replicas or 0
-        rolled_out = (state.observed_generation or 0) >= (deployment.metadata.generation or 0) and updated >= wanted
+        current = (state.observed_generation or 0) >= (deployment.metadata.generation or 0)
+        rolled_out = current and updated >= wanted and (state.replicas or 0) == updated  # no old pod left
         summary = f"{available} of {wanted} replicas available, {updated} updated"
         if rolled_out and available >= wanted:
             endpoints = self.endpoints(spec)
-            url = _http_url(endpoints) or self.url(spec)
+            url = _http_url(endpoints) or self.cluster_url(spec)
             listed = ", ".join(f"{key} {value}" for key, value in endpoints.items())
             return TargetStatus("running", url, summary + (f"; reachable at {listed}" if listed else ""),
                                 {"endpoints": endpoints})
@@ -507,10 +508,11 @@ class KubernetesTarget:
 
         for previous in (True, False):
             try:
-                text = self.core.read_namespaced_pod_log(pod, namespace, container=container, previous=previous,
-                                                         tail_lines=LOG_TAIL_LINES)
+                response = self.core.read_namespaced_pod_log(pod, namespace, container=container, previous=previous,
+                                                             tail_lines=LOG_TAIL_LINES, _preload_content=False)
             except ApiException:
                 continue
+            text = response.data.decode("utf-8", "replace")  # the client's own decoding turns bytes into "b'...'"
             if text:
                 return [line for line in text.splitlines() if line.strip()][-LOG_TAIL_LINES:]
         return []
@@ -518,12 +520,13 @@ class KubernetesTarget:
     # ------------------------------------------------------------------ stop
 
     def stop(self, spec: DeploymentSpec | None) -> list[str]:
+        """Delete what carries the owner label; a claim only when the spec marks its volume disposable."""
         namespace = self.namespace(spec)
+        disposable = {self.claim_name(spec, v.name) for v in self.k8s(spec).volumes if v.disposable} if spec else set()
         removed = []
         for kind in ("Ingress", "Service", "Deployment", "Secret", "PersistentVolumeClaim"):
             for item in self._owned_items(kind, namespace):
-                annotations = item.metadata.annotations or {}
-                if kind == "PersistentVolumeClaim" and annotations.get(ANNOTATION_DISPOSABLE) != "true":
+                if kind == "PersistentVolumeClaim" and item.metadata.name not in disposable:
                     self.log(f"kept {kind} {namespace}/{item.metadata.name} (not disposable)")
                     continue
                 self._delete(kind, namespace, item.metadata.name)
