@@ -177,7 +177,7 @@ def test_gpu_workstation_with_two_containers_volumes_and_a_fixed_node_port(clust
          ["CrashLoopBackOff, exit code 1", "last log lines", "missing.json"]),
         (lambda spec: spec["deploy"]["k8s"].__setitem__(
             "containers", [{"name": "app", "image": "127.0.0.1:9/nowhere/app:1", "ports": [{"port": 8080}]}]),
-         ["container app: ErrImagePull", 'failed to pull image "127.0.0.1:9/nowhere/app:1"']),
+         ["container app: ", "ErrImagePull", 'failed to pull image "127.0.0.1:9/nowhere/app:1"']),
     ],
     ids=["unschedulable-gpu", "crash-loop", "image-pull"],
 )
