@@ -65,7 +65,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path, PurePosixPath
 from typing import Self
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -75,7 +75,7 @@ import yaml
 from docker.errors import APIError
 from docker.errors import NotFound as DockerNotFound
 
-from tests.standin_common import ServiceProxy, ensure_image, remove_container, tcp_ok
+from tests.standin_common import LoopbackServer, ServiceProxy, ensure_image, remove_container, tcp_ok
 
 LOG = logging.getLogger(__name__)
 LABEL = "io.cloud-deploy.standin"
@@ -318,8 +318,8 @@ class BackendAIStandIn:
         self._uploads: dict[str, _Upload] = {}
         self._endpoints: dict[str, _Endpoint] = {}
         self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._storage: _Server | None = None
+        self._server: LoopbackServer | None = None
+        self._storage: LoopbackServer | None = None
         self._tmp: Path | None = None
         self.endpoint = ""
         self.storage_endpoint = ""
@@ -329,8 +329,8 @@ class BackendAIStandIn:
     def start(self) -> Self:
         self._tmp = Path(tempfile.mkdtemp(prefix="backendai-standin-"))
         (self._tmp / "uploads").mkdir()
-        self._server = _Server(self, _ManagerHandler, "backendai-manager")
-        self._storage = _Server(self, _StorageHandler, "backendai-storage")
+        self._server = LoopbackServer(self, _ManagerHandler, "backendai-manager")
+        self._storage = LoopbackServer(self, _StorageHandler, "backendai-storage")
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
         self.storage_endpoint = f"http://127.0.0.1:{self._storage.server_address[1]}"
         return self
@@ -1118,23 +1118,10 @@ ROUTES = [(verb, re.compile(pattern), handler) for verb, pattern, handler in [
 ]]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, standin: BackendAIStandIn, handler, name: str):
-        super().__init__(("127.0.0.1", 0), handler)
-        self.standin = standin
-        threading.Thread(target=self.serve_forever, daemon=True, name=name).start()
-
-    def close(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
 class _ManagerHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out as separate writes
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: LoopbackServer
 
     def log_message(self, *args) -> None:
         pass
@@ -1157,7 +1144,7 @@ class _ManagerHandler(BaseHTTPRequestHandler):
 class _StorageHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out as separate writes
     protocol_version = "HTTP/1.1"
-    server: _Server
+    server: LoopbackServer
 
     def log_message(self, *args) -> None:
         pass

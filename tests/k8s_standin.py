@@ -104,7 +104,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 import functools
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from importlib.resources import files
 from pathlib import Path, PurePosixPath
 from typing import Self
@@ -119,7 +119,7 @@ from docker.utils import parse_repository_tag
 from kubernetes.utils.quantity import parse_quantity
 from referencing import Registry, Resource
 
-from tests.standin_common import ServiceProxy, ensure_image, remove_container, tcp_ok
+from tests.standin_common import LoopbackServer, ServiceProxy, ensure_image, remove_container, tcp_ok
 
 LOG = logging.getLogger(__name__)
 LABEL = "io.cloud-deploy.standin"
@@ -992,7 +992,7 @@ class KubernetesStandIn:
         self._round_robin = itertools.count()
         self._discovery: dict[str, dict] = {}
         self._stopping = threading.Event()
-        self._api: _ApiServer | None = None
+        self._api: LoopbackServer | None = None
         self._ingress: _IngressProxy | None = None
         self._controller: threading.Thread | None = None
 
@@ -1004,7 +1004,7 @@ class KubernetesStandIn:
         except DockerNotFound:
             raise RuntimeError(f"the pause image {PAUSE_IMAGE} is not on the engine "
                                "(build it with scripts/build-base-image.sh)") from None
-        self._api = _ApiServer(self)
+        self._api = LoopbackServer(self, _ApiHandler, "kubernetes apiserver")
         self.endpoint = f"http://127.0.0.1:{self._api.server_address[1]}"
         self._ingress = _IngressProxy(self._ingress_backend)
         self.ingress_port = self._ingress.server_address[1]
@@ -2387,23 +2387,10 @@ def _nginx_refusal(status: int, path: str) -> tuple[str, bytes]:
     return "text/html", page.encode()
 
 
-class _ApiServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, standin: KubernetesStandIn):
-        super().__init__(("127.0.0.1", 0), _ApiHandler)
-        self.standin = standin
-        threading.Thread(target=self.serve_forever, daemon=True, name="kubernetes apiserver").start()
-
-    def close(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
 class _ApiHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out as separate writes
     protocol_version = "HTTP/1.1"
-    server: _ApiServer
+    server: LoopbackServer
 
     def log_message(self, *args) -> None:
         pass

@@ -62,6 +62,22 @@ def remove_container(docker, container: str) -> None:
             raise
 
 
+class LoopbackServer(ThreadingHTTPServer):
+    """A stand-in's HTTP server on a free 127.0.0.1 port, serving from a daemon thread; handlers reach
+    the stand-in as ``self.server.standin``."""
+
+    daemon_threads = True
+
+    def __init__(self, standin, handler, name: str):
+        super().__init__(("127.0.0.1", 0), handler)
+        self.standin = standin
+        threading.Thread(target=self.serve_forever, daemon=True, name=name).start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
 class ServiceProxy(ThreadingHTTPServer):
     """A service's URL: ``backend(authorization)`` says (status, host port of an instance); the request
     is relayed there, else ``refuse(status, path)`` gives the (content type, body) of the refusal.
