@@ -1,0 +1,258 @@
+"""Batch jobs on a Docker engine: a container that runs to completion, for scheduled offline work.
+
+The container's output becomes the Airflow task log while the job runs, a job never outlives its
+timeout, and no container is left behind whatever happens to the run, so the next scheduled run
+starts clean.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
+from cloud_deploy_provider.settings import EngineSettings
+
+JOB_LABEL = "io.cloud-deploy.job"
+LOG_TAIL_LINES = 20
+MESSAGE_LINES = 5
+DRAIN_SECONDS = 5
+_JOB_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?", re.ASCII)
+_END = None
+
+
+class JobError(RuntimeError):
+    """The job could not be run at all: a bad name, a missing image, the engine refused or failed."""
+
+
+@dataclass(frozen=True)
+class JobResult:
+    state: str
+    exit_code: int | None
+    log_tail: list[str]
+    timed_out: bool = False
+    container: str = ""
+    timeout_seconds: int | None = None
+
+    def message(self) -> str:
+        if self.state == "completed":
+            return f"completed (exit code {self.exit_code})"
+        if self.timed_out:
+            reason = f"exceeded its timeout of {self.timeout_seconds} s and was stopped"
+        else:
+            reason = f"exit code {self.exit_code}"
+        if self.log_tail:
+            reason += "; last log lines: " + " | ".join(self.log_tail[-MESSAGE_LINES:])
+        return f"failed: {reason}"
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "message": self.message()}
+
+
+class DockerJobRunner:
+    def __init__(
+        self,
+        project: ProjectRef,
+        log: Callable[[str], None] = print,
+        client: Any = None,
+        settings: EngineSettings | None = None,
+    ):
+        self.project = project
+        self.log = log
+        self.settings = settings or EngineSettings.from_env()
+        self._client = client
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from cloud_deploy_provider.hooks.docker_engine import engine_client
+
+            self._client = engine_client(self.settings, timeout=60)
+        return self._client
+
+    def run(
+        self,
+        job: str,
+        image: str,
+        command: list[str] | None,
+        *,
+        env: dict[str, str] | None = None,
+        timeout_seconds: int = 3600,
+        cpu: float | None = None,
+        memory_mb: int | None = None,
+        gpus: int = 0,
+        work_dir: str | None = None,
+    ) -> JobResult:
+        """Runs ``command`` (an argument list, never a shell line; None: the image's own) in ``image``.
+
+        Env values are secrets: they go to the engine only, never to the log.
+        """
+        _check_job_name(job)
+        self.cleanup(job)
+        name = f"{self.project.resource_name(f'job-{job}', max_length=56)}-{secrets.token_hex(3)}"
+        self.log(f"job {job}: running {image} in container {name} (timeout {timeout_seconds} s)")
+        try:
+            with _engine_errors(job, image):
+                self.client.create_container(
+                    image=image,
+                    command=command,
+                    name=name,
+                    environment=dict(env or {}),
+                    labels={**self.project.labels(job), JOB_LABEL: job},
+                    working_dir=work_dir,
+                    host_config=self._host_config(cpu, memory_mb, gpus),
+                )
+                return self._start_and_follow(job, name, timeout_seconds)
+        finally:
+            with _engine_errors(job, image):
+                self._remove(name)
+
+    def cleanup(self, job: str) -> list[str]:
+        """Removes the containers of ``job`` that earlier runs left behind (e.g. when a worker was killed).
+
+        So runs of one job must not overlap (the DAG's ``max_active_runs=1``): a run ends the one before.
+        """
+        _check_job_name(job)
+        filters = {"label": [f"{LABEL_KEY}={self.project.key}", f"{JOB_LABEL}={job}"]}
+        removed = []
+        with _engine_errors(job):
+            for container in self.client.containers(all=True, filters=filters):
+                if self._remove(container["Id"]):
+                    removed.append(container["Names"][0].lstrip("/"))
+                    self.log(f"job {job}: removed container {removed[-1]} left by an earlier run")
+        return removed
+
+    def _host_config(self, cpu: float | None, memory_mb: int | None, gpus: int) -> Any:
+        limits: dict[str, Any] = {}
+        if cpu:
+            limits["nano_cpus"] = int(cpu * 1e9)
+        if memory_mb:
+            limits["mem_limit"] = f"{memory_mb}m"
+        if gpus > 0:
+            from docker.types import DeviceRequest
+
+            limits["device_requests"] = [DeviceRequest(driver="nvidia", count=gpus, capabilities=[["gpu"]])]
+        return self.client.create_host_config(restart_policy={"Name": "no"}, **limits)
+
+    def _start_and_follow(self, job: str, name: str, timeout_seconds: int) -> JobResult:
+        from docker.errors import APIError
+
+        deadline = time.monotonic() + timeout_seconds
+        try:
+            self.client.start(name)
+        except APIError as error:
+            raise JobError(f"job {job}: container {name} did not start: {error.explanation or error}") from error
+        output = _Output(self.client, name, self.log)
+        if output.forward_until_end(deadline):
+            exit_code = self._exit_code(name, deadline)
+            if exit_code is not None:
+                state = "completed" if exit_code == 0 else "failed"
+                return JobResult(state, exit_code, list(output.tail), False, name, timeout_seconds)
+        self.log(f"job {job}: exceeded its timeout of {timeout_seconds} s; killing container {name}")
+        self._kill(name)
+        output.forward_until_end(time.monotonic() + DRAIN_SECONDS)
+        return JobResult("failed", None, list(output.tail), True, name, timeout_seconds)
+
+    def _exit_code(self, name: str, deadline: float) -> int | None:
+        """None when the container still runs at the deadline."""
+        from requests.exceptions import ConnectionError, ReadTimeout
+
+        try:
+            return self.client.wait(name, timeout=max(deadline - time.monotonic(), 1))["StatusCode"]
+        except (ReadTimeout, ConnectionError):  # docker-py's way of saying the wait timed out
+            return None
+
+    def _kill(self, name: str) -> None:
+        from docker.errors import APIError
+
+        try:
+            self.client.kill(name)
+        except APIError as error:
+            if error.status_code != 409:  # 409: it has just ended on its own
+                raise
+
+    def _remove(self, container: str) -> bool:
+        from docker.errors import NotFound
+
+        try:
+            self.client.remove_container(container, force=True)
+        except NotFound:
+            return False
+        return True
+
+
+class _Output:
+    """The container's output, read by a thread so that waiting for it never holds up the timeout.
+
+    Lines are handed to ``log`` on the caller's thread, where Airflow's task logger lives.
+    """
+
+    def __init__(self, client: Any, container: str, log: Callable[[str], None]):
+        self.log = log
+        self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, args=(client, container), daemon=True).start()
+
+    def forward_until_end(self, deadline: float) -> bool:
+        """True when the output has ended (the container exited), False at the deadline."""
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=remaining)
+            except queue.Empty:
+                return False
+            if line is _END:
+                return True
+            self.tail.append(line)
+            self.log(line)
+        return False
+
+    def _read(self, client: Any, container: str) -> None:
+        from docker.errors import DockerException
+        from urllib3.exceptions import HTTPError
+
+        pending = b""
+        try:
+            # The stream breaks when the container is removed under it; the run has decided the outcome by then.
+            with suppress(DockerException, HTTPError, OSError):
+                for chunk in client.logs(container, stream=True, follow=True):
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        self._lines.put(_decode(line))
+                if pending:
+                    self._lines.put(_decode(pending))
+        finally:
+            self._lines.put(_END)
+
+
+def _decode(line: bytes) -> str:
+    return line.decode(errors="replace").rstrip("\r")
+
+
+def _check_job_name(job: object) -> None:
+    if not isinstance(job, str) or not _JOB_NAME.fullmatch(job):
+        raise JobError(
+            f"job name {job!r} is not valid "
+            "(1-40 lowercase letters, digits and '-', starting and ending with a letter or digit)"
+        )
+
+
+@contextmanager
+def _engine_errors(job: str, image: str | None = None) -> Iterator[None]:
+    from docker.errors import DockerException, ImageNotFound
+    from requests.exceptions import RequestException
+
+    try:
+        yield
+    except ImageNotFound as error:
+        raise JobError(f"job {job}: image {image} is not in the Docker engine; build or pull it first") from error
+    except (DockerException, RequestException) as error:
+        explanation = getattr(error, "explanation", None) or error
+        raise JobError(f"job {job}: the Docker engine failed: {explanation}") from error
