@@ -103,7 +103,7 @@ class DockerJobRunner:
             with _engine_errors(job, image):
                 self.client.create_container(
                     image=image,
-                    command=command,
+                    entrypoint=command,  # the job's command replaces the image's entrypoint, as in Kubernetes
                     name=name,
                     environment=dict(env or {}),
                     labels={**self.project.labels(job), JOB_LABEL: job},

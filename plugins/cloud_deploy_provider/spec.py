@@ -57,6 +57,8 @@ __all__ = [
     "K8sMount",
     "K8sPort",
     "K8sVolume",
+    "Job",
+    "Schedule",
     "ModelService",
     "Network",
     "OptionalFiles",
@@ -801,6 +803,63 @@ class Deploy(_SpecModel):
     address: Annotated[str, BeforeValidator(_agent_address)] | None = None
 
 
+CRON_PRESETS = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly")
+_CRON_FIELD = re.compile(r"[0-9A-Za-z*/,-]+", re.ASCII)
+_JOB_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?", re.ASCII)
+
+
+def _cron(value: Any) -> str:
+    """A preset or a five-field cron expression that croniter (Airflow's parser) accepts."""
+    text = _require_str(value, f"a cron expression such as '0 3 * * *' or one of {', '.join(CRON_PRESETS)}").strip()
+    if text in CRON_PRESETS:
+        return text
+    fields = text.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.fullmatch(field) for field in fields):
+        _fail(f"{_show(value)} is not a cron expression (five fields such as '0 3 * * *', or {', '.join(CRON_PRESETS)})")
+    from croniter import croniter
+
+    if not croniter.is_valid(text):
+        _fail(f"{_show(value)} is not a valid cron expression")
+    return " ".join(fields)
+
+
+Cron = Annotated[str, BeforeValidator(_cron)]
+
+
+class JobResources(_SpecModel):
+    cpu: Annotated[float, _ranged(integer=False, above=0, high=512)] | None = None
+    memory: Annotated[int, _ranged(integer=True, above=0)] | None = None
+    gpu: Annotated[int, _ranged(integer=True, low=0, high=64)] = 0
+    gpu_type: Annotated[str, _grammar(_NAME, "a GPU model such as t4 or a100", lower=True)] | None = None
+
+
+class Job(_SpecModel):
+    """A batch job run to completion on a schedule (the MLOps tutorial's per-job DAG)."""
+
+    name: Annotated[str, _grammar(_JOB_NAME, "a job name (lowercase letters, digits and '-', up to 40)")]
+    cron: Cron
+    command: ArgList | None = None
+    image: Annotated[str, BeforeValidator(_image_reference)] | None = None
+    env: dict[EnvName, EnvValue] = {}
+    resources: JobResources = Field(default_factory=JobResources)
+    retries: Annotated[int, _ranged(integer=True, low=0, high=10)] = 0
+    timeout_seconds: Annotated[int, _ranged(integer=True, low=1, high=7 * 24 * 3600)] = 3600
+    target: Annotated[str, _one_of(("docker",), "job target")] = "docker"
+
+
+class Schedule(_SpecModel):
+    redeploy: Cron | None = None
+    jobs: list[Job] = []
+
+    @model_validator(mode="after")
+    def _unique_jobs(self) -> "Schedule":
+        names = [job.name for job in self.jobs]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            _fail(f"job names must be unique: {', '.join(repeated)}")
+        return self
+
+
 class OptionalFiles(_SpecModel):
     nn_file: RelativePath | None = None
     weight_file: RelativePath | None = None
@@ -811,6 +870,7 @@ class DeploymentSpec(_SpecModel):
     build: Build
     deploy: Deploy
     optional: OptionalFiles | None = None
+    schedule: Schedule | None = None
 
     @model_validator(mode="after")
     def _accelerator_consistent(self) -> "DeploymentSpec":

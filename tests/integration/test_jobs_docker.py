@@ -105,7 +105,7 @@ def test_a_job_past_its_timeout_is_killed_and_removed_and_ran_with_its_labels_an
     thread.join(timeout=30)
 
     assert container["Config"]["Labels"] == {**project.labels("slow"), JOB_LABEL: "slow"}
-    assert container["Config"]["Cmd"] == command
+    assert container["Config"]["Entrypoint"] == command, "the command replaces the image's entrypoint"
     host = container["HostConfig"]
     assert (host["NanoCpus"], host["Memory"], host["RestartPolicy"]["Name"]) == (500_000_000, 64 * 2**20, "no")
     assert not host["PortBindings"] and not container["Config"].get("ExposedPorts")

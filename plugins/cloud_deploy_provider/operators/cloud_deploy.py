@@ -172,3 +172,36 @@ class CloudUndeployOperator(CloudDeployStageOperator):
         removed = target.stop(spec)
         self.log.info("removed %d resource(s): %s", len(removed), ", ".join(removed) or "none (already gone)")
         return {"type": spec.deploy.type, "removed": removed}
+
+
+class CloudJobOperator(CloudDeployStageOperator):
+    """Run one scheduled batch job of the project to completion; its output is this task's log.
+
+    The image is the job's own ``image``, else the project's image as the push task left it. The
+    result (state, exit code, last log lines) is the ``job`` XCom, also when the job fails.
+    """
+
+    template_fields: Sequence[str] = (*CloudDeployStageOperator.template_fields, "image")
+
+    def __init__(self, *, job: str, image: Any = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.job = job
+        self.image = image
+
+    def run_stage(self, context: Any) -> dict[str, Any]:
+        from cloud_deploy_provider.jobs import DockerJobRunner
+
+        spec = self.loaded(self.validated).spec
+        job = next(job for job in spec.schedule.jobs if job.name == self.job)
+        image = job.image or self.image["reference"]
+        resources = job.resources
+        runner = DockerJobRunner(self.project, log=self.log.info)
+        self.log.info("job %s: %s %s", job.name, image, " ".join(job.command or ["(the image's command)"]))
+        result = runner.run(job.name, image, job.command, env={**spec.deploy.env, **job.env},
+                            timeout_seconds=job.timeout_seconds, cpu=resources.cpu, memory_mb=resources.memory,
+                            gpus=resources.gpu, work_dir=spec.deploy.work_dir if job.image is None else None)
+        context["ti"].xcom_push(key="job", value=result.to_dict())
+        if result.state != "completed":
+            raise RuntimeError(f"job {job.name} {result.message()}")
+        self.log.info("job %s %s", job.name, result.message())
+        return result.to_dict()

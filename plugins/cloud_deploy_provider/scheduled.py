@@ -1,0 +1,166 @@
+"""Per-project scheduled DAGs, generated from the shared folder: redeploys and batch jobs.
+
+``dags/cloud_scheduled.py`` calls :func:`build_dags`. Every project whose ``deployment.yaml`` has a
+``schedule`` section gets ``cloud_redeploy__<user>__<project>`` (validate -> build -> push -> deploy
+-> wait_ready on ``schedule.redeploy``: the build is skipped and the deploy is a no-op recorded as
+``changed: false`` when nothing changed) and one ``cloud_job__<user>__<project>__<job>`` per job
+(validate -> build -> push -> run, or validate -> run for a job with its own ``image``). A project
+appears or disappears with its ``schedule`` section.
+
+Parse cost stays bounded: a yaml that does not contain the word ``schedule`` is skipped after one
+read; only the others are validated. A broken yaml breaks only its own DAGs: Airflow records an
+exception raised while it bags a DAG as an import error of the file and keeps the file's other DAGs,
+so the broken projects are gathered into one DAG whose ``validate`` raises their problems, each
+naming its yaml file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG
+
+from cloud_deploy_provider.identity import InvalidIdentifier, ProjectRef
+from cloud_deploy_provider.spec import DeploymentSpec, SpecError, load_spec
+from cloud_deploy_provider.workspace import SPEC_FILE_NAME
+
+START_DATE = datetime(2024, 1, 1, tzinfo=timezone.utc)
+TAGS = ["cloud-deploy", "scheduled"]
+
+
+@dataclass(frozen=True)
+class ScheduledProject:
+    ref: ProjectRef
+    spec: DeploymentSpec
+
+
+@dataclass(frozen=True)
+class BrokenProject:
+    path: Path
+    problem: str
+
+
+class ScheduleError(ValueError):
+    """deployment.yaml files with a schedule that cannot be read; each line names its file."""
+
+
+class BrokenProjectsDag(DAG):
+    """Stands for the projects whose yaml is broken: bagging it raises their problems as an import error."""
+
+    def validate(self) -> None:
+        raise ScheduleError(self.description)
+
+
+def redeploy_dag_id(ref: ProjectRef) -> str:
+    return f"cloud_redeploy__{ref.user_id}__{ref.project_id}"
+
+
+def job_dag_id(ref: ProjectRef, job: str) -> str:
+    return f"cloud_job__{ref.user_id}__{ref.project_id}__{job}"
+
+
+def scheduled_projects(root: Path) -> list[ScheduledProject | BrokenProject]:
+    found: list[ScheduledProject | BrokenProject] = []
+    for path in sorted((root / "common").glob(f"*/*/{SPEC_FILE_NAME}")):
+        try:
+            if b"schedule" not in path.read_bytes():
+                continue
+            ref = ProjectRef(path.parent.parent.name, path.parent.name)
+            spec = load_spec(path)
+        except (SpecError, InvalidIdentifier, OSError) as error:
+            found.append(BrokenProject(path, str(error)))
+            continue
+        if spec.schedule is not None:
+            found.append(ScheduledProject(ref, spec))
+    return found
+
+
+def build_dags(root: Path) -> list[DAG]:
+    dags: list[DAG] = []
+    broken: list[BrokenProject] = []
+    for project in scheduled_projects(root):
+        if isinstance(project, BrokenProject):
+            broken.append(project)
+            continue
+        schedule = project.spec.schedule
+        if schedule.redeploy:
+            dags.append(_redeploy_dag(project))
+        dags.extend(_job_dag(project, job) for job in schedule.jobs)
+    if broken:
+        dags.append(_broken_dag(broken))
+    return dags
+
+
+def _redeploy_dag(project: ScheduledProject) -> DAG:
+    from cloud_deploy_provider.operators.cloud_deploy import (
+        CloudDeployBuildOperator,
+        CloudDeployPushOperator,
+        CloudDeployTargetOperator,
+        CloudDeployValidateOperator,
+        CloudDeployWaitReadyOperator,
+    )
+
+    ref = project.ref
+    ids = {"user_id": ref.user_id, "project_id": ref.project_id}
+    with DAG(
+        dag_id=redeploy_dag_id(ref),
+        description=f"Scheduled redeploy of {ref.user_id}/{ref.project_id}: rolls out only a changed image",
+        schedule=project.spec.schedule.redeploy,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        is_paused_upon_creation=False,
+        tags=TAGS,
+    ) as dag:
+        validate = CloudDeployValidateOperator(task_id="validate", **ids)
+        build = CloudDeployBuildOperator(task_id="build", validated=validate.output, **ids)
+        push = CloudDeployPushOperator(task_id="push", validated=validate.output, built=build.output, **ids)
+        deploy = CloudDeployTargetOperator(task_id="deploy", validated=validate.output, image=push.output, **ids)
+        wait_ready = CloudDeployWaitReadyOperator(task_id="wait_ready", validated=validate.output, **ids)
+        validate >> build >> push >> deploy >> wait_ready
+    return dag
+
+
+def _job_dag(project: ScheduledProject, job: Any) -> DAG:
+    from datetime import timedelta
+
+    from cloud_deploy_provider.operators.cloud_deploy import (
+        CloudDeployBuildOperator,
+        CloudDeployPushOperator,
+        CloudDeployValidateOperator,
+        CloudJobOperator,
+    )
+
+    ref = project.ref
+    ids = {"user_id": ref.user_id, "project_id": ref.project_id}
+    with DAG(
+        dag_id=job_dag_id(ref, job.name),
+        description=f"Batch job {job.name} of {ref.user_id}/{ref.project_id}",
+        schedule=job.cron,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        is_paused_upon_creation=False,
+        tags=[*TAGS, "job"],
+    ) as dag:
+        validate = CloudDeployValidateOperator(task_id="validate", **ids)
+        push = None
+        if job.image is None:
+            build = CloudDeployBuildOperator(task_id="build", validated=validate.output, **ids)
+            push = CloudDeployPushOperator(task_id="push", validated=validate.output, built=build.output, **ids)
+        run = CloudJobOperator(
+            task_id="run", job=job.name, validated=validate.output, image=push.output if push else None,
+            retries=job.retries, execution_timeout=timedelta(seconds=job.timeout_seconds + 120), **ids,
+        )
+    return dag  # the XCom arguments chain validate -> build -> push -> run
+
+
+def _broken_dag(broken: list[BrokenProject]) -> DAG:
+    problems = "\n".join(f"{project.path}: {project.problem}" for project in broken)
+    with BrokenProjectsDag(dag_id="cloud_scheduled__broken_projects", description=problems, schedule=None,
+                           start_date=START_DATE, tags=TAGS) as dag:
+        pass
+    return dag

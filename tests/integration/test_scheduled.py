@@ -1,0 +1,127 @@
+"""Scheduled redeploys and batch jobs: DAGs generated from the shared folder, parsed by Airflow's own DagBag,
+run with dag.test() on the real engine (the real scheduler runs one in tests/e2e)."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+
+import pytest
+from cloud_deploy_provider.scheduled import job_dag_id, redeploy_dag_id
+from tests.conftest import REPO, Project
+
+GENERATOR = str(REPO / "dags" / "cloud_scheduled.py")
+
+
+def _dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=GENERATOR)
+
+
+def _scheduled(project: Project, **schedule) -> None:
+    project.edit(lambda spec: spec.__setitem__("schedule", schedule))
+
+
+@pytest.fixture
+def project(airflow_db, base_image):
+    made = Project("hello", user_id=f"sched-{uuid.uuid4().hex[:6]}")
+    yield made
+    from cloud_deploy_provider.targets.docker import DockerTarget
+
+    DockerTarget(made.ref, log=lambda _: None).stop(None)
+
+
+def _xcom(run, task_id: str, key: str = "return_value"):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.query(XComModel).filter_by(dag_run_id=run.id, task_id=task_id, key=key).one_or_none()
+        return XComModel.deserialize_value(row) if row else None
+
+
+def test_projects_appear_and_disappear_with_their_schedule_and_ids_are_readable(project):
+    assert not [d for d in _dagbag().dag_ids if project.user_id in d], "no schedule, no DAG"
+    _scheduled(project, redeploy="@daily", jobs=[{"name": "score", "cron": "0 2 * * *", "command": ["python3", "-V"]}])
+    bag = _dagbag()
+    ids = {redeploy_dag_id(project.ref), job_dag_id(project.ref, "score")}
+    assert ids <= set(bag.dag_ids)
+    assert f"cloud_job__{project.user_id}__{project.project_id}__score" in ids
+    job = bag.dags[job_dag_id(project.ref, "score")]
+    assert [t.task_id for t in job.topological_sort()] == ["validate", "build", "push", "run"]
+    assert job.schedule == "0 2 * * *" and not job.catchup
+    project.edit(lambda spec: spec.pop("schedule"))
+    assert not ids & set(_dagbag().dag_ids), "the DAGs go with the schedule section"
+
+
+def test_a_broken_yaml_is_an_import_error_naming_it_and_breaks_no_other_project(project, airflow_db):
+    _scheduled(project, jobs=[{"name": "ok", "cron": "@hourly", "command": ["true"]}])
+    broken = Project("hello", user_id=f"sched-{uuid.uuid4().hex[:6]}")
+    _scheduled(broken, redeploy="61 * * * *")
+    try:
+        bag = _dagbag()
+    finally:
+        shutil.rmtree(broken.folder)  # other tests parse the whole dags folder and expect no import error
+    assert job_dag_id(project.ref, "ok") in bag.dag_ids
+    assert redeploy_dag_id(broken.ref) not in bag.dag_ids
+    errors = "\n".join(bag.import_errors.values())
+    assert f"{broken.spec_file}: schedule.redeploy: '61 * * * *' is not a valid cron expression" in errors
+
+
+def test_a_scheduled_job_runs_to_completion_with_its_exit_code(project, serialized_dags):
+    command = ["python3", "-c", "import json; print('classes:', *json.load(open('model.json'))['classes'])"]
+    _scheduled(project, jobs=[{"name": "classes", "cron": "@daily", "command": command, "timeout_seconds": 60}])
+    dag = _dagbag().dags[job_dag_id(project.ref, "classes")]
+    run = dag.test()
+    assert run.state == "success"
+    result = _xcom(run, "run", "job")
+    assert (result["state"], result["exit_code"]) == ("completed", 0)
+    assert "classes: setosa versicolor virginica" in result["log_tail"]
+
+
+def test_a_failing_job_fails_the_run_with_exit_code_and_last_lines(project):
+    command = ["python3", "-c", "import sys; print('loading'); sys.exit(3)"]
+    _scheduled(project, jobs=[{"name": "broken", "cron": "@daily", "command": command, "retries": 0}])
+    run = _dagbag().dags[job_dag_id(project.ref, "broken")].test()
+    assert run.state == "failed"
+    result = _xcom(run, "run", "job")
+    assert (result["state"], result["exit_code"]) == ("failed", 3) and "loading" in result["log_tail"]
+    assert "exit code 3" in _xcom(run, "run", "error")
+
+
+def test_a_job_over_its_timeout_is_stopped_and_leaves_nothing(project, docker_client):
+    command = ["python3", "-c", "import time; time.sleep(120)"]
+    _scheduled(project, jobs=[{"name": "slow", "cron": "@daily", "command": command, "timeout_seconds": 3}])
+    run = _dagbag().dags[job_dag_id(project.ref, "slow")].test()
+    assert run.state == "failed"
+    result = _xcom(run, "run", "job")
+    assert result["timed_out"] and "timeout of 3 s" in _xcom(run, "run", "error")
+    assert docker_client.containers(all=True, filters={"label": "io.cloud-deploy.job=slow"}) == []
+
+
+def test_a_scheduled_redeploy_with_the_same_inputs_records_unchanged(project):
+    _scheduled(project, redeploy="@daily")
+    dag = _dagbag().dags[redeploy_dag_id(project.ref)]
+    first = dag.test()
+    assert first.state == "success" and _xcom(first, "deploy")["changed"] is True
+    second = dag.test()
+    assert second.state == "success"
+    assert _xcom(second, "build")["skipped"], "same inputs: no rebuild"
+    assert _xcom(second, "deploy")["changed"] is False, "and the rollout is recorded as unchanged"
+
+
+def test_job_and_schedule_rejections():
+    from cloud_deploy_provider.spec import SpecError, validate_spec_data
+
+    base = {"build": {}, "deploy": {"type": "docker", "service_name": "s"}}
+    for schedule, problem in [
+        ({"redeploy": "@reboot"}, "is not a cron expression"),
+        ({"jobs": [{"name": "Nightly", "cron": "@daily"}]}, "is not a job name"),
+        ({"jobs": [{"name": "a", "cron": "@daily"}, {"name": "a", "cron": "@daily"}]}, "job names must be unique: a"),
+        ({"jobs": [{"name": "a", "cron": "@daily", "target": "kubernetes"}]}, "is not a known job target"),
+        ({"jobs": [{"name": "a", "cron": "@daily", "command": "rm -rf /; echo"}]}, "schedule.jobs[0].command"),
+    ]:
+        with pytest.raises(SpecError) as error:
+            validate_spec_data({**base, "schedule": schedule})
+        assert problem in str(error.value), (schedule, str(error.value))
