@@ -46,6 +46,45 @@ def render(args: argparse.Namespace) -> int:
     return 0
 
 
+def create_job(args: argparse.Namespace) -> int:
+    """The MLOps tutorial's workflow: a scheduled job for an existing image, written into deployment.yaml."""
+    import yaml
+
+    from cloud_deploy_provider.identity import ProjectRef
+    from cloud_deploy_provider.scheduled import job_dag_id
+    from cloud_deploy_provider.spec import validate_spec_data
+    from cloud_deploy_provider.workspace import SPEC_FILE_NAME, shared_root
+
+    project = ProjectRef(args.user_id, args.project_id)
+    folder = shared_root() / "common" / project.user_id / project.project_id
+    spec_file = folder / SPEC_FILE_NAME
+    try:
+        data = yaml.safe_load(spec_file.read_text()) if spec_file.exists() else {
+            "build": {}, "deploy": {"type": "docker", "service_name": args.job_id},
+        }
+    except yaml.YAMLError as error:
+        raise ValueError(f"{spec_file}: not valid YAML ({error})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{spec_file}: the top level must be a mapping")
+    job = {"name": args.job_id, "cron": args.schedule, "image": args.image, "retries": args.retries,
+           "timeout_seconds": args.timeout, "resources": {"gpu": args.gpu_count}}
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if command:
+        job["command"] = command
+    if args.gpu_type:
+        job["resources"]["gpu_type"] = args.gpu_type
+    schedule = data.setdefault("schedule", {}) or {}
+    data["schedule"] = schedule
+    schedule["jobs"] = [other for other in schedule.get("jobs") or [] if other.get("name") != args.job_id] + [job]
+    validate_spec_data(data, source=str(spec_file))  # nothing is written unless the result is valid
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = spec_file.with_suffix(".yaml.partial")
+    partial.write_text(yaml.safe_dump(data, sort_keys=False))
+    partial.replace(spec_file)
+    print(f"{spec_file}: job {args.job_id} ({args.schedule}) -> DAG {job_dag_id(project, args.job_id)}")
+    return 0
+
+
 def gateway(args: argparse.Namespace) -> int:
     os.environ.setdefault("_AIRFLOW_PROCESS_CONTEXT", "server")
     import uvicorn
@@ -68,6 +107,20 @@ def main(argv: list[str] | None = None) -> int:
         if name == "render":
             command.add_argument("--user-id", default="user")
             command.add_argument("--project-id", default="project")
+    job = commands.add_parser("job", help="scheduled batch jobs").add_subparsers(dest="job_command", required=True)
+    create = job.add_parser("create", help="add (or replace) a scheduled job for an existing image to a project's "
+                                           "deployment.yaml; the command follows '--'")
+    create.add_argument("--user-id", required=True)
+    create.add_argument("--project-id", required=True)
+    create.add_argument("--job-id", required=True, help="the job's name: lowercase letters, digits, '-'")
+    create.add_argument("--image", required=True)
+    create.add_argument("--schedule", required=True, help="cron ('0 2 * * *') or @hourly/@daily/@weekly/...")
+    create.add_argument("--gpu-type")
+    create.add_argument("--gpu-count", type=int, default=0)
+    create.add_argument("--retries", type=int, default=0)
+    create.add_argument("--timeout", type=int, default=3600, help="seconds")
+    create.add_argument("command", nargs=argparse.REMAINDER)
+    create.set_defaults(function=create_job)
     serve = commands.add_parser("gateway", help="serve the TANGO REST API on its own (port 8890)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8890)

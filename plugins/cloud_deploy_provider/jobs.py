@@ -115,6 +115,23 @@ class DockerJobRunner:
             with _engine_errors(job, image):
                 self._remove(name)
 
+    def pull(self, image: str, auth_config: dict | None = None) -> None:
+        """Make an existing image (a job's own ``image``) present on the engine; a no-op when it is."""
+        from docker.errors import APIError, ImageNotFound
+
+        try:
+            self.client.inspect_image(image)
+            return
+        except ImageNotFound:
+            pass
+        self.log(f"pulling {image}")
+        try:
+            for event in self.client.pull(image, auth_config=auth_config, stream=True, decode=True):
+                if "error" in event:
+                    raise JobError(f"pulling {image} failed: {event['error']}")
+        except APIError as error:
+            raise JobError(f"pulling {image} failed: {error.explanation or error}") from None
+
     def cleanup(self, job: str) -> list[str]:
         """Removes the containers of ``job`` that earlier runs left behind (e.g. when a worker was killed).
 

@@ -125,3 +125,23 @@ def test_job_and_schedule_rejections():
         with pytest.raises(SpecError) as error:
             validate_spec_data({**base, "schedule": schedule})
         assert problem in str(error.value), (schedule, str(error.value))
+
+
+def test_a_job_for_an_existing_image_pulls_it_from_the_registry(project, docker_client, base_image, registry, monkeypatch):
+    """The tutorial's workflow: `cloud-deploy job create` for an image that is only in the registry."""
+    from cloud_deploy_provider.cli import main
+
+    pushed = f"{registry.host}/tools/batch:{uuid.uuid4().hex[:8]}"
+    repository, tag = pushed.rsplit(":", 1)
+    docker_client.tag(base_image, repository, tag)
+    for _ in docker_client.push(repository, tag=tag, stream=True, decode=True):
+        pass
+    docker_client.remove_image(pushed)
+    command = ["--", "python3", "-c", "print('batch ok')"]
+    assert main(["job", "create", "--user-id", project.user_id, "--project-id", project.project_id, "--job-id", "batch",
+                 "--image", pushed, "--schedule", "@daily", *command]) == 0
+    run = _dagbag().dags[job_dag_id(project.ref, "batch")].test()
+    assert run.state == "success"
+    result = _xcom(run, "run", "job")
+    assert (result["state"], result["exit_code"], result["log_tail"]) == ("completed", 0, ["batch ok"])
+    docker_client.remove_image(pushed)

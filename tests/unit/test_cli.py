@@ -72,3 +72,32 @@ def test_render_of_an_aws_spec_the_target_cannot_take_exits_2_with_the_reason(tm
     spec.write_text(spec.read_text().replace("memory: 2048", "memory: 1000"))
     assert main(["render", str(tmp_path / "p")]) == 2
     assert "Fargate with cpu 1 takes memory 2048 to 8192 in steps of 1024 MB, not 1000" in capsys.readouterr().err
+
+
+def test_job_create_writes_a_scheduled_job_for_an_existing_image(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    monkeypatch.setenv("CLOUD_DEPLOY_SHARED_ROOT", str(tmp_path))
+    args = ["job", "create", "--user-id", "alice", "--project-id", "nightly", "--job-id", "score",
+            "--image", "registry.example.com/team/batch:1.2", "--schedule", "0 2 * * *", "--gpu-type", "t4",
+            "--gpu-count", "1", "--retries", "2", "--", "python3", "score.py", "--out", "$(rm -rf /)"]
+    assert main(args) == 0, capsys.readouterr().err
+    spec_file = tmp_path / "common" / "alice" / "nightly" / "deployment.yaml"
+    job = yaml.safe_load(spec_file.read_text())["schedule"]["jobs"][0]
+    assert job["command"] == ["python3", "score.py", "--out", "$(rm -rf /)"], "kept as one literal argument"
+    assert (job["cron"], job["image"], job["resources"], job["retries"]) == (
+        "0 2 * * *", "registry.example.com/team/batch:1.2", {"gpu": 1, "gpu_type": "t4"}, 2)
+    assert "cloud_job__alice__nightly__score" in capsys.readouterr().out
+
+    hourly = list(args)
+    hourly[hourly.index("--schedule") + 1] = "@hourly"
+    assert main(hourly) == 0, "the same job id replaces the job"
+    jobs = yaml.safe_load(spec_file.read_text())["schedule"]["jobs"]
+    assert [(j["name"], j["cron"]) for j in jobs] == [("score", "@hourly")]
+
+    before = spec_file.read_text()
+    for bad in (["--schedule", "61 * * * *"], ["--job-id", "Score!"], ["--image", "UPPER/case:1"], ["--user-id", "a/b"]):
+        changed = list(args)
+        changed[changed.index(bad[0]) + 1] = bad[1]
+        assert main(changed) == 2
+        assert spec_file.read_text() == before, f"{bad} changed nothing"

@@ -196,6 +196,10 @@ class CloudJobOperator(CloudDeployStageOperator):
         image = job.image or self.image["reference"]
         resources = job.resources
         runner = DockerJobRunner(self.project, log=self.log.info)
+        if job.image:
+            registry = self.registry(spec)
+            same_host = registry is not None and image.startswith(f"{registry.host}/")
+            runner.pull(image, registry.auth_config() if same_host else None)
         self.log.info("job %s: %s %s", job.name, image, " ".join(job.command or ["(the image's command)"]))
         result = runner.run(job.name, image, job.command, env={**spec.deploy.env, **job.env},
                             timeout_seconds=job.timeout_seconds, cpu=resources.cpu, memory_mb=resources.memory,
