@@ -202,3 +202,40 @@ def test_compute_session_start_status_answer_stop_through_the_gateway(stack, bac
     assert gateway.get("/stop", params=params).text == "finished"
     assert gateway.get("/status_request", params=params).text == "stopped"
     assert backendai.stand_in.service(endpoint_id)["status"] == "DESTROYED"
+
+
+def test_a_scheduled_job_runs_from_the_real_scheduler(stack):
+    """A project gains a per-minute job: the dag-processor picks it up, the scheduler runs it, the job's
+    output is in the task log and its result (completed, exit code 0) in XCom."""
+    user_id, project_id, job = "tango", "e2e-job", "tick"
+    folder = stack["shared"] / "common" / user_id / project_id
+    shutil.copytree(REPO / "samples" / "hello", folder)
+    spec = folder / "deployment.yaml"
+    spec.write_text(spec.read_text() + (
+        "schedule:\n  jobs:\n    - name: tick\n      cron: '* * * * *'\n"
+        "      command: [python3, -c, \"print('tick from', open('model.json').read()[:1])\"]\n"
+        "      timeout_seconds: 60\n"
+    ))
+    dag_id = f"cloud_job__{user_id}__{project_id}__{job}"
+    airflow = httpx.Client(base_url=stack["airflow"], headers={"Authorization": f"Bearer {_airflow_token(stack)}"},
+                           timeout=30)
+    try:
+        deadline, run = time.monotonic() + 420, None
+        while time.monotonic() < deadline:
+            answer = airflow.get(f"/api/v2/dags/{dag_id}/dagRuns", params={"order_by": "-run_after"})
+            runs = answer.json().get("dag_runs", []) if answer.status_code == 200 else []
+            run = next((r for r in runs if r["state"] in ("success", "failed")), None)
+            if run:
+                break
+            time.sleep(2)
+        assert run is not None, f"no finished run of {dag_id} (last answer {answer.status_code} {answer.text[:300]})"
+        assert run["run_type"] == "scheduled" and run["state"] == "success", run
+        task = f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}/taskInstances/run"
+        result = airflow.get(f"{task}/xcomEntries/job", params={"deserialize": True}).json()["value"]
+        result = json.loads(result) if isinstance(result, str) else result
+        assert (result["state"], result["exit_code"]) == ("completed", 0), result
+        log = airflow.get(f"{task}/logs/1", headers={"Accept": "application/json"}).text
+        assert "tick from {" in log, log[-2000:]
+        print(f"{dag_id}: scheduled run {run['dag_run_id']} {run['state']}, job {result['message']}")
+    finally:
+        shutil.rmtree(folder)
