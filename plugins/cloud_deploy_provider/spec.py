@@ -893,24 +893,25 @@ class DeploymentSpec(_SpecModel):
 # --------------------------------------------------------------------------- YAML
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """``yaml.safe_load`` without anchors, aliases, merge keys, duplicate or non-string keys."""
+_FAST_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~15x faster; it parses every project
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
 
-    def compose_node(self, parent, index):
-        event = self.peek_event()
+def _refuse_anchors_and_depth(text: str) -> None:
+    """Anchors, aliases and deep nesting, found in the parser's event stream before anything is built."""
+    level = 0
+    for event in yaml.parse(text, Loader=_FAST_SAFE_LOADER):
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
             raise ComposerError(None, None, "YAML anchors and aliases (& and *) are not allowed", event.start_mark)
-        if self._depth >= MAX_YAML_DEPTH:
+        if isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent)) and level >= MAX_YAML_DEPTH:
             raise ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep", event.start_mark)
-        self._depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
+        if isinstance(event, yaml.CollectionStartEvent):
+            level += 1
+        elif isinstance(event, yaml.CollectionEndEvent):
+            level -= 1
+
+
+class _StrictLoader(_FAST_SAFE_LOADER):
+    """``yaml.safe_load`` without merge keys, duplicate or non-string keys (anchors: see above)."""
 
     def construct_mapping(self, node, deep=False):
         if not isinstance(node, yaml.MappingNode):
@@ -957,6 +958,7 @@ def _decode(text: str | bytes, source: str) -> str:
 def _load_yaml(text: str, source: str) -> Any:
     loader = _StrictLoader(text)
     try:
+        _refuse_anchors_and_depth(text)
         return loader.get_single_data()
     except yaml.YAMLError as exc:
         raise SpecError(f"{source}: {_describe_yaml_error(exc)}") from None
