@@ -94,33 +94,18 @@ def build_dags(root: Path) -> list[DAG]:
     return dags
 
 
+def _scheduled_dag(dag_id: str, description: str, schedule: str, *tags: str) -> DAG:
+    return DAG(dag_id=dag_id, description=description, schedule=schedule, start_date=START_DATE, catchup=False,
+               max_active_runs=1, is_paused_upon_creation=False, tags=[*TAGS, *tags])
+
+
 def _redeploy_dag(project: ScheduledProject) -> DAG:
-    from cloud_deploy_provider.operators.cloud_deploy import (
-        CloudDeployBuildOperator,
-        CloudDeployPushOperator,
-        CloudDeployTargetOperator,
-        CloudDeployValidateOperator,
-        CloudDeployWaitReadyOperator,
-    )
+    from cloud_deploy_provider.operators.cloud_deploy import deploy_pipeline
 
     ref = project.ref
-    ids = {"user_id": ref.user_id, "project_id": ref.project_id}
-    with DAG(
-        dag_id=redeploy_dag_id(ref),
-        description=f"Scheduled redeploy of {ref.user_id}/{ref.project_id}: rolls out only a changed image",
-        schedule=project.spec.schedule.redeploy,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        is_paused_upon_creation=False,
-        tags=TAGS,
-    ) as dag:
-        validate = CloudDeployValidateOperator(task_id="validate", **ids)
-        build = CloudDeployBuildOperator(task_id="build", validated=validate.output, **ids)
-        push = CloudDeployPushOperator(task_id="push", validated=validate.output, built=build.output, **ids)
-        deploy = CloudDeployTargetOperator(task_id="deploy", validated=validate.output, image=push.output, **ids)
-        wait_ready = CloudDeployWaitReadyOperator(task_id="wait_ready", validated=validate.output, **ids)
-        validate >> build >> push >> deploy >> wait_ready
+    description = f"Scheduled redeploy of {ref.user_id}/{ref.project_id}: rolls out only a changed image"
+    with _scheduled_dag(redeploy_dag_id(ref), description, project.spec.schedule.redeploy) as dag:
+        deploy_pipeline(ref.user_id, ref.project_id)
     return dag
 
 
@@ -136,22 +121,14 @@ def _job_dag(project: ScheduledProject, job: Any) -> DAG:
 
     ref = project.ref
     ids = {"user_id": ref.user_id, "project_id": ref.project_id}
-    with DAG(
-        dag_id=job_dag_id(ref, job.name),
-        description=f"Batch job {job.name} of {ref.user_id}/{ref.project_id}",
-        schedule=job.cron,
-        start_date=START_DATE,
-        catchup=False,
-        max_active_runs=1,
-        is_paused_upon_creation=False,
-        tags=[*TAGS, "job"],
-    ) as dag:
+    description = f"Batch job {job.name} of {ref.user_id}/{ref.project_id}"
+    with _scheduled_dag(job_dag_id(ref, job.name), description, job.cron, "job") as dag:
         validate = CloudDeployValidateOperator(task_id="validate", **ids)
         push = None
         if job.image is None:
             build = CloudDeployBuildOperator(task_id="build", validated=validate.output, **ids)
             push = CloudDeployPushOperator(task_id="push", validated=validate.output, built=build.output, **ids)
-        run = CloudJobOperator(
+        CloudJobOperator(
             task_id="run", job=job.name, validated=validate.output, image=push.output if push else None,
             retries=job.retries, execution_timeout=timedelta(seconds=job.timeout_seconds + 120), **ids,
         )

@@ -209,3 +209,15 @@ class CloudJobOperator(CloudDeployStageOperator):
             raise RuntimeError(f"job {job.name} {result.message()}")
         self.log.info("job %s %s", job.name, result.message())
         return result.to_dict()
+
+
+def deploy_pipeline(user_id: str, project_id: str) -> CloudDeployWaitReadyOperator:
+    """validate -> build -> push -> deploy -> wait_ready, inside the current DAG; returns the last task."""
+    project = {"user_id": user_id, "project_id": project_id}
+    validate = CloudDeployValidateOperator(task_id="validate", **project)
+    build = CloudDeployBuildOperator(task_id="build", validated=validate.output, **project)
+    push = CloudDeployPushOperator(task_id="push", validated=validate.output, built=build.output, **project)
+    deploy = CloudDeployTargetOperator(task_id="deploy", validated=validate.output, image=push.output, **project)
+    wait_ready = CloudDeployWaitReadyOperator(task_id="wait_ready", validated=validate.output, **project)
+    deploy >> wait_ready
+    return wait_ready
