@@ -62,9 +62,13 @@ def job_dag_id(ref: ProjectRef, job: str) -> str:
     return f"cloud_job__{ref.user_id}__{ref.project_id}__{job}"
 
 
-def scheduled_projects(root: Path) -> list[ScheduledProject | BrokenProject]:
+def scheduled_projects(root: Path, only: str | None = None) -> list[ScheduledProject | BrokenProject]:
+    """Projects with a schedule; with ``only`` (a DAG id), just the project that DAG id can belong to."""
     found: list[ScheduledProject | BrokenProject] = []
     for path in sorted((root / "common").glob(f"*/*/{SPEC_FILE_NAME}")):
+        names = f"__{path.parent.parent.name}__{path.parent.name}"
+        if only and not (only.endswith(names) or f"{names}__" in only):
+            continue
         try:
             if b"schedule" not in path.read_bytes():
                 continue
@@ -78,10 +82,11 @@ def scheduled_projects(root: Path) -> list[ScheduledProject | BrokenProject]:
     return found
 
 
-def build_dags(root: Path) -> list[DAG]:
+def build_dags(root: Path, only: str | None = None) -> list[DAG]:
+    """Every project's DAGs; ``only`` (the DAG a worker is about to run) skips reading the other projects."""
     dags: list[DAG] = []
     broken: list[BrokenProject] = []
-    for project in scheduled_projects(root):
+    for project in scheduled_projects(root, only):
         if isinstance(project, BrokenProject):
             broken.append(project)
             continue

@@ -145,3 +145,18 @@ def test_a_job_for_an_existing_image_pulls_it_from_the_registry(project, docker_
     result = _xcom(run, "run", "job")
     assert (result["state"], result["exit_code"], result["log_tail"]) == ("completed", 0, ["batch ok"])
     docker_client.remove_image(pushed)
+
+
+def test_a_worker_builds_only_the_dag_it_runs(project, monkeypatch):
+    from cloud_deploy_provider.scheduled import build_dags
+    from cloud_deploy_provider.workspace import shared_root
+
+    _scheduled(project, redeploy="@daily", jobs=[{"name": "a", "cron": "@daily", "command": ["true"]}])
+    other = Project("hello", user_id=f"sched-{uuid.uuid4().hex[:6]}")
+    _scheduled(other, redeploy="@daily")
+    try:
+        wanted = job_dag_id(project.ref, "a")
+        assert {dag.dag_id for dag in build_dags(shared_root(), only=wanted)} == {wanted, redeploy_dag_id(project.ref)}
+        assert redeploy_dag_id(other.ref) in {dag.dag_id for dag in build_dags(shared_root())}
+    finally:
+        shutil.rmtree(other.folder)
