@@ -273,3 +273,23 @@ def _engine_errors(job: str, image: str | None = None) -> Iterator[None]:
     except (DockerException, RequestException) as error:
         explanation = getattr(error, "explanation", None) or error
         raise JobError(f"job {job}: the Docker engine failed: {explanation}") from error
+
+
+def batch_job_spec(spec: Any, job: Any) -> Any:
+    """A scheduled job as an aws-batch deployment of the project: its command, env, sizes, timeout and retries.
+
+    AWS Batch retries the job itself (``attempts``) and stops it at its timeout, at least 60 s.
+    """
+    from cloud_deploy_provider.spec import Batch, Resources
+
+    deploy, wanted = spec.deploy, job.resources
+    queue = deploy.batch.job_queue if deploy.batch else None
+    return spec.model_copy(update={"deploy": deploy.model_copy(update={
+        "type": "aws-batch",
+        "service_name": f"job-{job.name}",
+        "entrypoint": job.command or deploy.entrypoint,
+        "env": {**deploy.env, **job.env},
+        "resources": Resources(cpu=wanted.cpu or deploy.resources.cpu, memory=wanted.memory or deploy.resources.memory,
+                               gpu=wanted.gpu or None),
+        "batch": Batch(job_queue=queue, timeout_seconds=max(60, job.timeout_seconds), attempts=job.retries + 1),
+    })})

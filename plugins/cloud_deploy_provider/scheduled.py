@@ -127,6 +127,7 @@ def _job_dag(project: ScheduledProject, job: Any) -> DAG:
     ref = project.ref
     ids = {"user_id": ref.user_id, "project_id": ref.project_id}
     description = f"Batch job {job.name} of {ref.user_id}/{ref.project_id}"
+    on_docker = job.target == "docker"
     with _scheduled_dag(job_dag_id(ref, job.name), description, job.cron, "job") as dag:
         validate = CloudDeployValidateOperator(task_id="validate", **ids)
         push = None
@@ -135,7 +136,9 @@ def _job_dag(project: ScheduledProject, job: Any) -> DAG:
             push = CloudDeployPushOperator(task_id="push", validated=validate.output, built=build.output, **ids)
         CloudJobOperator(
             task_id="run", job=job.name, validated=validate.output, image=push.output if push else None,
-            retries=job.retries, execution_timeout=timedelta(seconds=job.timeout_seconds + 120), **ids,
+            retries=job.retries if on_docker else 0,  # AWS Batch retries a job itself
+            execution_timeout=timedelta(seconds=job.timeout_seconds + 120 if on_docker
+                                        else (job.retries + 1) * max(60, job.timeout_seconds) + 300), **ids,
         )
     return dag  # the XCom arguments chain validate -> build -> push -> run
 

@@ -844,7 +844,7 @@ class Job(_SpecModel):
     resources: JobResources = Field(default_factory=JobResources)
     retries: Annotated[int, _ranged(integer=True, low=0, high=10)] = 0
     timeout_seconds: Annotated[int, _ranged(integer=True, low=1, high=7 * 24 * 3600)] = 3600
-    target: Annotated[str, _one_of(("docker",), "job target")] = "docker"
+    target: Annotated[str, _one_of(("docker", "aws-batch"), "job target")] = "docker"
 
 
 class Schedule(_SpecModel):
@@ -871,6 +871,14 @@ class DeploymentSpec(_SpecModel):
     deploy: Deploy
     optional: OptionalFiles | None = None
     schedule: Schedule | None = None
+
+    @model_validator(mode="after")
+    def _batch_jobs_have_an_image_in_ecr(self) -> "DeploymentSpec":
+        for index, job in enumerate(self.schedule.jobs if self.schedule else []):
+            if job.target == "aws-batch" and job.image is None and self.deploy.type != "aws-batch":
+                _fail(f"schedule.jobs[{index}]: an aws-batch job runs the project's own image only when deploy.type "
+                      "is aws-batch (the image is then pushed to ECR); otherwise give the job an image")
+        return self
 
     @model_validator(mode="after")
     def _accelerator_consistent(self) -> "DeploymentSpec":

@@ -194,3 +194,27 @@ def test_stop_terminates_a_running_job_and_leaves_nothing(batch_project, aws, do
     assert not _repository_exists(aws, batch_project)
     _wait(lambda: docker_client.containers(all=True, filters={"name": name}) == [])
     assert target.stop(spec) == []
+
+
+def test_a_scheduled_job_runs_on_aws_batch_and_leaves_no_job_definition(batch_project, aws):
+    """schedule.jobs[].target aws-batch: the project's image (in ECR), the job's command, Batch's retries."""
+    from cloud_deploy_provider.scheduled import job_dag_id
+    from tests.integration.test_scheduled import _dagbag, _xcom
+
+    jobs = [
+        {"name": "predict", "cron": "@daily", "target": "aws-batch", "command": ["python3", "predict_batch.py"]},
+        {"name": "broken", "cron": "@daily", "target": "aws-batch", "env": {"MODEL_FILE": "missing.json"},
+         "command": ["python3", "predict_batch.py"]},
+    ]
+    batch_project.edit(lambda spec: spec.__setitem__("schedule", {"jobs": jobs}))
+    bag = _dagbag()
+    run = bag.dags[job_dag_id(batch_project.ref, "predict")].test()
+    assert run.state == "success"
+    assert _xcom(run, "run", "job")["state"] == "completed"
+    assert _active_definitions(aws, _target(batch_project).project.resource_name("job-predict")) == []
+
+    failed = bag.dags[job_dag_id(batch_project.ref, "broken")].test()
+    assert failed.state == "failed"
+    result = _xcom(failed, "run", "job")
+    assert (result["state"], result["exit_code"]) == ("failed", 1) and "missing.json" in result["message"], result
+    assert _active_definitions(aws, _target(batch_project).project.resource_name("job-broken")) == []

@@ -193,6 +193,8 @@ class CloudJobOperator(CloudDeployStageOperator):
 
         spec = self.loaded(self.validated).spec
         job = next(job for job in spec.schedule.jobs if job.name == self.job)
+        if job.target == "aws-batch":
+            return self.run_on_batch(context, spec, job)
         image = job.image or self.image["reference"]
         resources = job.resources
         runner = DockerJobRunner(self.project, log=self.log.info)
@@ -209,6 +211,32 @@ class CloudJobOperator(CloudDeployStageOperator):
             raise RuntimeError(f"job {job.name} {result.message()}")
         self.log.info("job %s %s", job.name, result.message())
         return result.to_dict()
+
+
+    def run_on_batch(self, context: Any, spec: Any, job: Any) -> dict[str, Any]:
+        """Submit to AWS Batch and wait; the job definition and any job still running are removed afterwards."""
+        from cloud_deploy_provider.jobs import batch_job_spec
+        from cloud_deploy_provider.pipeline import DeploymentFailed, image_ref, wait_ready
+        from cloud_deploy_provider.targets import ImageRef
+        from cloud_deploy_provider.targets.aws_batch import BatchTarget
+
+        job_spec = batch_job_spec(spec, job)
+        target = BatchTarget(self.project, log=self.log.info)
+        try:
+            target.deploy(job_spec, ImageRef(job.image) if job.image else image_ref(self.image))
+            try:
+                status = wait_ready(target, job_spec, self.log.info)
+                result = {"state": "completed", "exit_code": 0, "message": status.message}
+            except DeploymentFailed as failure:
+                details = target.status(job_spec).details
+                result = {"state": "failed", "exit_code": details.get("exit_code"), "message": str(failure)}
+        finally:
+            target.terminate_jobs(job_spec)
+            target.deregister_job_definitions(job_spec)
+        context["ti"].xcom_push(key="job", value=result)
+        if result["state"] != "completed":
+            raise RuntimeError(f"job {job.name}: {result['message']}")
+        return result
 
 
 def deploy_pipeline(user_id: str, project_id: str) -> CloudDeployWaitReadyOperator:

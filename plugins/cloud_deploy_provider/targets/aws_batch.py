@@ -239,12 +239,12 @@ class BatchTarget(AwsTarget):
             return TargetStatus("completed", message=f"{what} succeeded", details=details)
         # The summary was listed before the job was described: read it again now that the job has ended.
         summary = next((j for j in self.jobs(spec) if j["jobId"] == job["jobId"]), summary)
+        details["exit_code"] = _exit_code(job, summary)
         return TargetStatus("failed", message=self.failure_message(what, job, summary), details=details)
 
     def failure_message(self, what: str, job: dict[str, Any], summary: dict[str, Any]) -> str:
         attempt = (job.get("attempts") or [{}])[-1].get("container", {})
-        containers = (job.get("container", {}), attempt, summary.get("container", {}))
-        exit_code = next((c["exitCode"] for c in containers if "exitCode" in c), None)
+        exit_code = _exit_code(job, summary)
         parts = [f"{what} failed"]
         reasons = [r for r in (job.get("statusReason"), attempt.get("reason")) if r]
         if reasons:
@@ -306,3 +306,9 @@ class BatchTarget(AwsTarget):
             batch.deregister_job_definition(jobDefinition=definition["jobDefinitionArn"])
             removed.append(f"batch-job-definition/{definition['jobDefinitionName']}:{definition['revision']}")
         return removed
+
+
+def _exit_code(job: dict[str, Any], summary: dict[str, Any]) -> int | None:
+    attempt = (job.get("attempts") or [{}])[-1].get("container", {})
+    containers = (job.get("container", {}), attempt, summary.get("container", {}))
+    return next((c["exitCode"] for c in containers if "exitCode" in c), None)
