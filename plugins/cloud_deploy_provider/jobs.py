@@ -20,6 +20,7 @@ from typing import Any
 
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.settings import EngineSettings
+from cloud_deploy_provider.spec import Batch, DeploymentSpec, Job, Resources
 
 JOB_LABEL = "io.cloud-deploy.job"
 LOG_TAIL_LINES = 20
@@ -275,13 +276,11 @@ def _engine_errors(job: str, image: str | None = None) -> Iterator[None]:
         raise JobError(f"job {job}: the Docker engine failed: {explanation}") from error
 
 
-def batch_job_spec(spec: Any, job: Any) -> Any:
+def batch_job_spec(spec: DeploymentSpec, job: Job) -> DeploymentSpec:
     """A scheduled job as an aws-batch deployment of the project: its command, env, sizes, timeout and retries.
 
     AWS Batch retries the job itself (``attempts``) and stops it at its timeout, at least 60 s.
     """
-    from cloud_deploy_provider.spec import Batch, Resources
-
     deploy, wanted = spec.deploy, job.resources
     queue = deploy.batch.job_queue if deploy.batch else None
     return spec.model_copy(update={"deploy": deploy.model_copy(update={

@@ -212,7 +212,6 @@ class CloudJobOperator(CloudDeployStageOperator):
         self.log.info("job %s %s", job.name, result.message())
         return result.to_dict()
 
-
     def run_on_batch(self, context: Any, spec: Any, job: Any) -> dict[str, Any]:
         """Submit to AWS Batch and wait; the job definition and any job still running are removed afterwards."""
         from cloud_deploy_provider.jobs import batch_job_spec
