@@ -18,8 +18,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
-from cloud_deploy_provider.settings import EngineSettings
+from cloud_deploy_provider.hooks.docker_engine import EngineUser
+from cloud_deploy_provider.identity import LABEL_KEY
 from cloud_deploy_provider.spec import Batch, DeploymentSpec, Job, Resources
 
 JOB_LABEL = "io.cloud-deploy.job"
@@ -58,27 +58,7 @@ class JobResult:
         return {**asdict(self), "message": self.message()}
 
 
-class DockerJobRunner:
-    def __init__(
-        self,
-        project: ProjectRef,
-        log: Callable[[str], None] = print,
-        client: Any = None,
-        settings: EngineSettings | None = None,
-    ):
-        self.project = project
-        self.log = log
-        self.settings = settings or EngineSettings.from_env()
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            from cloud_deploy_provider.hooks.docker_engine import engine_client
-
-            self._client = engine_client(self.settings, timeout=60)
-        return self._client
-
+class DockerJobRunner(EngineUser):
     def run(
         self,
         job: str,

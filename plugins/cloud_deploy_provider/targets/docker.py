@@ -6,12 +6,12 @@ import hashlib
 import json
 import secrets
 import socket
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import httpx
 
 from cloud_deploy_provider.accelerators import docker_devices
+from cloud_deploy_provider.hooks.docker_engine import EngineUser
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.settings import EngineSettings
 from cloud_deploy_provider.spec import DeploymentSpec
@@ -28,28 +28,8 @@ class DockerTargetError(RuntimeError):
     pass
 
 
-class DockerTarget:
+class DockerTarget(EngineUser):
     type: ClassVar[str] = "docker"
-
-    def __init__(
-        self,
-        project: ProjectRef,
-        log: Callable[[str], None] = print,
-        client: Any = None,
-        settings: EngineSettings | None = None,
-    ):
-        self.project = project
-        self.log = log
-        self.settings = settings or EngineSettings.from_env()
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            from cloud_deploy_provider.hooks.docker_engine import engine_client
-
-            self._client = engine_client(self.settings, timeout=60)
-        return self._client
 
     def container_name(self, spec: DeploymentSpec) -> str:
         return self.project.resource_name(spec.deploy.service_name)
