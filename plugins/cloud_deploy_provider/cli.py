@@ -43,6 +43,13 @@ def render(args: argparse.Namespace) -> int:
     project = ProjectRef(args.user_id, args.project_id)
     print(f"# {spec.deploy.type} target resources")
     print(json.dumps(target.describe(project, spec, EngineSettings.from_env()), indent=2))
+    for job in spec.schedule.jobs if spec.schedule else []:
+        if job.target == "kubernetes":
+            from cloud_deploy_provider.kubernetes_jobs import KubernetesJobRunner
+
+            print(f"# kubernetes job {job.name}")
+            manifest = KubernetesJobRunner(project).job_manifest(spec, job, job.image or "<the pushed image, by digest>")
+            print(json.dumps(manifest, indent=2))
     return 0
 
 
@@ -67,7 +74,7 @@ def create_job(args: argparse.Namespace) -> int:
     if not isinstance(data, dict):
         raise ValueError(f"{spec_file}: the top level must be a mapping")
     job = {"name": args.job_id, "cron": args.schedule, "image": args.image, "retries": args.retries,
-           "timeout_seconds": args.timeout, "resources": {"gpu": args.gpu_count}}
+           "timeout_seconds": args.timeout, "resources": {"gpu": args.gpu_count}, "target": args.target}
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if command:
         job["command"] = command
@@ -119,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--gpu-count", type=int, default=0)
     create.add_argument("--retries", type=int, default=0)
     create.add_argument("--timeout", type=int, default=3600, help="seconds")
+    create.add_argument("--target", default="docker", help="where it runs: docker, kubernetes or aws-batch")
     create.add_argument("command", nargs=argparse.REMAINDER)
     create.set_defaults(function=create_job)
     serve = commands.add_parser("gateway", help="serve the TANGO REST API on its own (port 8890)")

@@ -13,7 +13,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -42,6 +42,7 @@ class JobResult:
     timed_out: bool = False
     container: str = ""
     timeout_seconds: int | None = None
+    reason: str = ""  # why a job that never got to run its command failed (unschedulable, image pull, ...)
 
     def message(self) -> str:
         if self.state == "completed":
@@ -49,7 +50,7 @@ class JobResult:
         if self.timed_out:
             reason = f"exceeded its timeout of {self.timeout_seconds} s and was stopped"
         else:
-            reason = f"exit code {self.exit_code}"
+            reason = self.reason or f"exit code {self.exit_code}"
         if self.log_tail:
             reason += "; last log lines: " + " | ".join(self.log_tail[-MESSAGE_LINES:])
         return f"failed: {reason}"
@@ -148,7 +149,7 @@ class DockerJobRunner(EngineUser):
             self.client.start(name)
         except APIError as error:
             raise JobError(f"job {job}: container {name} did not start: {error.explanation or error}") from error
-        output = _Output(self.client, name, self.log)
+        output = Output(lambda: self.client.logs(name, stream=True, follow=True), self.log)
         if output.forward_until_end(deadline):
             exit_code = self._exit_code(name, deadline)
             if exit_code is not None:
@@ -187,45 +188,49 @@ class DockerJobRunner(EngineUser):
         return True
 
 
-class _Output:
-    """The container's output, read by a thread so that waiting for it never holds up the timeout.
+class Output:
+    """A container's followed output, read by a thread so that waiting for it never holds up the timeout.
 
-    Lines are handed to ``log`` on the caller's thread, where Airflow's task logger lives.
+    ``open_stream`` returns the byte chunks (it runs on the reading thread: opening a followed log
+    may block). Lines are handed to ``log`` on the caller's thread, where Airflow's task logger lives.
     """
 
-    def __init__(self, client: Any, container: str, log: Callable[[str], None]):
+    def __init__(self, open_stream: Callable[[], Iterable[bytes]], log: Callable[[str], None]):
         self.log = log
         self.tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+        self.ended = False
         self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, args=(client, container), daemon=True).start()
+        threading.Thread(target=self._read, args=(open_stream,), daemon=True).start()
 
     def forward_until_end(self, deadline: float) -> bool:
-        """True when the output has ended (the container exited), False at the deadline."""
-        while (remaining := deadline - time.monotonic()) > 0:
+        """True when the output has ended (the container exited), False at the deadline.
+
+        Lines already read are forwarded even when the deadline has passed.
+        """
+        while not self.ended:
             try:
-                line = self._lines.get(timeout=remaining)
+                line = self._lines.get(timeout=max(deadline - time.monotonic(), 0))
             except queue.Empty:
                 return False
             if line is _END:
-                return True
-            self.tail.append(line)
-            self.log(line)
-        return False
+                self.ended = True
+            else:
+                self.tail.append(line)
+                self.log(line)
+        return True
 
-    def _read(self, client: Any, container: str) -> None:
-        from docker.errors import DockerException
-        from urllib3.exceptions import HTTPError
-
+    def _read(self, open_stream: Callable[[], Iterable[bytes]]) -> None:
         pending = b""
         try:
-            # The stream breaks when the container is removed under it; the run has decided the outcome by then.
-            with suppress(DockerException, HTTPError, OSError):
-                for chunk in client.logs(container, stream=True, follow=True):
+            # The stream breaks when the container is removed under it, or cannot be opened yet; the job's
+            # outcome comes from the engine or the cluster, never from its log.
+            with suppress(Exception):
+                for chunk in open_stream():
                     *lines, pending = (pending + chunk).split(b"\n")
                     for line in lines:
                         self._lines.put(_decode(line))
-                if pending:
-                    self._lines.put(_decode(pending))
+            if pending:
+                self._lines.put(_decode(pending))
         finally:
             self._lines.put(_END)
 

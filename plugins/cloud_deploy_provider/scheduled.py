@@ -127,7 +127,7 @@ def _job_dag(project: ScheduledProject, job: Any) -> DAG:
     ref = project.ref
     ids = {"user_id": ref.user_id, "project_id": ref.project_id}
     description = f"Batch job {job.name} of {ref.user_id}/{ref.project_id}"
-    on_docker = job.target == "docker"
+    on_docker = job.target == "docker"  # Kubernetes and AWS Batch retry and stop a job themselves
     with _scheduled_dag(job_dag_id(ref, job.name), description, job.cron, "job") as dag:
         validate = CloudDeployValidateOperator(task_id="validate", **ids)
         push = None
@@ -136,11 +136,18 @@ def _job_dag(project: ScheduledProject, job: Any) -> DAG:
             push = CloudDeployPushOperator(task_id="push", validated=validate.output, built=build.output, **ids)
         CloudJobOperator(
             task_id="run", job=job.name, validated=validate.output, image=push.output if push else None,
-            retries=job.retries if on_docker else 0,  # AWS Batch retries a job itself
-            execution_timeout=timedelta(seconds=job.timeout_seconds + 120 if on_docker
-                                        else (job.retries + 1) * max(60, job.timeout_seconds) + 300), **ids,
+            retries=job.retries if on_docker else 0, execution_timeout=timedelta(seconds=_run_timeout(job)), **ids,
         )
     return dag  # the XCom arguments chain validate -> build -> push -> run
+
+
+def _run_timeout(job: Any) -> int:
+    """What the run task may take: the job's timeout plus room for pulling, cleaning up and, on Batch, attempts."""
+    if job.target == "docker":
+        return job.timeout_seconds + 120
+    if job.target == "kubernetes":  # activeDeadlineSeconds covers all attempts
+        return job.timeout_seconds + 300
+    return (job.retries + 1) * max(60, job.timeout_seconds) + 300
 
 
 def _broken_dag(broken: list[BrokenProject]) -> DAG:

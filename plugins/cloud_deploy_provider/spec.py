@@ -844,7 +844,7 @@ class Job(_SpecModel):
     resources: JobResources = Field(default_factory=JobResources)
     retries: Annotated[int, _ranged(integer=True, low=0, high=10)] = 0
     timeout_seconds: Annotated[int, _ranged(integer=True, low=1, high=7 * 24 * 3600)] = 3600
-    target: Annotated[str, _one_of(("docker", "aws-batch"), "job target")] = "docker"
+    target: Annotated[str, _one_of(("docker", "kubernetes", "aws-batch"), "job target")] = "docker"
 
 
 class Schedule(_SpecModel):

@@ -119,7 +119,7 @@ def test_job_and_schedule_rejections():
         ({"redeploy": "@reboot"}, "is not a cron expression"),
         ({"jobs": [{"name": "Nightly", "cron": "@daily"}]}, "is not a job name"),
         ({"jobs": [{"name": "a", "cron": "@daily"}, {"name": "a", "cron": "@daily"}]}, "job names must be unique: a"),
-        ({"jobs": [{"name": "a", "cron": "@daily", "target": "kubernetes"}]}, "is not a known job target"),
+        ({"jobs": [{"name": "a", "cron": "@daily", "target": "aws-ecs"}]}, "is not a known job target"),
         ({"jobs": [{"name": "a", "cron": "@daily", "target": "aws-batch"}]},
          "schedule.jobs[0]: an aws-batch job runs the project's own image only when deploy.type is aws-batch"),
         ({"jobs": [{"name": "a", "cron": "@daily", "command": "rm -rf /; echo"}]}, "schedule.jobs[0].command"),

@@ -147,3 +147,65 @@ def test_render_prints_the_manifests_without_calling_the_cluster(capsys, monkeyp
     assert main(["render", str(REPO / "samples" / "k8s-gpu-workstation")]) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert '"kind": "Deployment"' in out and '"nodePort": 30020' in out and '"namespace": "tango"' in out, out
+
+
+def test_a_scheduled_kubernetes_job_is_a_valid_job_of_the_clients_version(monkeypatch):
+    from cloud_deploy_provider.kubernetes_jobs import LABEL_JOB, KubernetesJobRunner
+    from cloud_deploy_provider.settings import SettingsError
+    from cloud_deploy_provider.spec import Job
+    from cloud_deploy_provider.targets.kubernetes import LABEL_OWNER, owner_value
+
+    project = ProjectRef("alice", "p1")
+    runner = KubernetesJobRunner(project, log=lambda _: None, hook=OfflineHook(),
+                                 registry=Registry("registry.example.com", username="bot", password="pw"))
+    job = Job.model_validate({"name": "nightly", "cron": "@daily", "command": ["python3", "score.py"], "retries": 2,
+                              "timeout_seconds": 900, "env": {"DAY": "today"},
+                              "resources": {"cpu": 2, "memory": 4096, "gpu": 1, "gpu_type": "nvidia-tesla-t4"}})
+    manifest = runner.job_manifest(sample("k8s-inference"), job, IMAGE, work_dir="/workspace")
+
+    kubernetes_validate.validate(manifest, CLIENT_VERSION, strict=True)
+    spec, pod = manifest["spec"], manifest["spec"]["template"]["spec"]
+    assert (spec["backoffLimit"], spec["activeDeadlineSeconds"], pod["restartPolicy"]) == (2, 900, "Never")
+    container = pod["containers"][0]
+    assert (container["image"], container["command"], container["workingDir"]) == (IMAGE, ["python3", "score.py"],
+                                                                                   "/workspace")
+    assert {"name": "DAY", "value": "today"} in container["env"]
+    assert container["resources"] == {"requests": {"cpu": "2", "memory": "4096Mi"},
+                                      "limits": {"nvidia.com/gpu": "1", "cpu": "2", "memory": "4096Mi"}}
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}
+    assert pod["imagePullSecrets"] == [{"name": f"{manifest['metadata']['name']}-pull"}]
+    assert manifest["metadata"]["namespace"] == "tango"  # the connection's
+    labels = manifest["metadata"]["labels"]
+    assert labels[LABEL_OWNER] == owner_value(project) and labels[LABEL_JOB] == "nightly"
+    assert spec["template"]["metadata"]["labels"] == labels and len(manifest["metadata"]["name"]) <= 57
+    secret = runner.job_pull_secret(sample("k8s-inference"), job)
+    assert secret["metadata"]["name"] == f"{manifest['metadata']['name']}-pull" and secret["metadata"]["labels"] == labels
+
+    monkeypatch.setenv("CLOUD_DEPLOY_K8S_GPU_TYPE_LABEL", "nvidia.com/gpu.product")
+    assert runner.job_manifest(sample("k8s-inference"), job, IMAGE)["spec"]["template"]["spec"]["nodeSelector"] == {
+        "nvidia.com/gpu.product": "nvidia-tesla-t4"}
+    monkeypatch.setenv("CLOUD_DEPLOY_K8S_GPU_TYPE_LABEL", "bad key/with space")
+    with pytest.raises(SettingsError, match="CLOUD_DEPLOY_K8S_GPU_TYPE_LABEL: 'bad key/with space' is not a Kubernetes"):
+        runner.job_manifest(sample("k8s-inference"), job, IMAGE)
+
+
+def test_render_prints_a_kubernetes_jobs_manifest(capsys, monkeypatch, tmp_path):
+    import shutil
+
+    import yaml
+
+    from cloud_deploy_provider.cli import main
+
+    shutil.copytree(REPO / "samples" / "hello", tmp_path / "hello")
+    spec_file = tmp_path / "hello" / "deployment.yaml"
+    data = yaml.safe_load(spec_file.read_text())
+    data["schedule"] = {"jobs": [{"name": "score", "cron": "@daily", "command": ["python3", "-V"], "target": "kubernetes"}]}
+    spec_file.write_text(yaml.safe_dump(data))
+    monkeypatch.setenv("AIRFLOW_CONN_KUBERNETES_DEFAULT", json.dumps(
+        {"conn_type": "kubernetes", "extra": {"in_cluster": False, "namespace": "batch"}}))
+    monkeypatch.setenv("CLOUD_DEPLOY_BASE_IMAGE_CATALOG", str(REPO / "samples" / "catalog.local.yaml"))
+    assert main(["render", str(tmp_path / "hello")]) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    rendered = json.loads(out.split("# kubernetes job score\n", 1)[1])
+    assert rendered["kind"] == "Job" and rendered["metadata"]["namespace"] == "batch"
+    assert rendered["spec"]["template"]["spec"]["containers"][0]["image"] == "<the pushed image, by digest>"

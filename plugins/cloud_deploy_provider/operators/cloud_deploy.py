@@ -195,6 +195,8 @@ class CloudJobOperator(CloudDeployStageOperator):
         job = next(job for job in spec.schedule.jobs if job.name == self.job)
         if job.target == "aws-batch":
             return self.run_on_batch(context, spec, job)
+        if job.target == "kubernetes":
+            return self.run_on_kubernetes(context, spec, job)
         image = job.image or self.image["reference"]
         resources = job.resources
         runner = DockerJobRunner(self.project, log=self.log.info)
@@ -206,6 +208,28 @@ class CloudJobOperator(CloudDeployStageOperator):
         result = runner.run(job.name, image, job.command, env={**spec.deploy.env, **job.env},
                             timeout_seconds=job.timeout_seconds, cpu=resources.cpu, memory_mb=resources.memory,
                             gpus=resources.gpu, work_dir=spec.deploy.work_dir if job.image is None else None)
+        return self.reported(context, job, result)
+
+    def run_on_kubernetes(self, context: Any, spec: Any, job: Any) -> dict[str, Any]:
+        """A batch/v1 Job in the kubernetes connection's cluster, deleted with its pods afterwards."""
+        from cloud_deploy_provider.jobs import JobError
+        from cloud_deploy_provider.kubernetes_jobs import KubernetesJobRunner
+        from cloud_deploy_provider.pipeline import image_ref
+
+        if job.image:
+            image = job.image
+        else:
+            built = image_ref(self.image)
+            if not built.digest:
+                raise JobError(f"job {job.name}: a kubernetes job runs the project's image from a registry, and "
+                               "none is configured: set CLOUD_DEPLOY_REGISTRY_CONN_ID, or give the job an image")
+            image = built.pinned
+        runner = KubernetesJobRunner(self.project, log=self.log.info)
+        result = runner.run(spec, job, image, work_dir=spec.deploy.work_dir if job.image is None else None)
+        return self.reported(context, job, result)
+
+    def reported(self, context: Any, job: Any, result: Any) -> dict[str, Any]:
+        """The result as the ``job`` XCom; a run that did not complete fails the task with its message."""
         context["ti"].xcom_push(key="job", value=result.to_dict())
         if result.state != "completed":
             raise RuntimeError(f"job {job.name} {result.message()}")

@@ -87,6 +87,10 @@ class KubernetesTarget:
         return self.hook.core_v1_client
 
     @cached_property
+    def batch(self):
+        return self.hook.batch_v1_client
+
+    @cached_property
     def networking(self):
         from kubernetes import client
 
@@ -365,7 +369,7 @@ class KubernetesTarget:
         api, plural = {
             "Deployment": (self.apps, "deployment"), "Service": (self.core, "service"),
             "Secret": (self.core, "secret"), "PersistentVolumeClaim": (self.core, "persistent_volume_claim"),
-            "Ingress": (self.networking, "ingress"),
+            "Ingress": (self.networking, "ingress"), "Job": (self.batch, "job"),
         }[kind]
         return getattr(api, f"{verb}_namespaced_{plural}")
 

@@ -1,0 +1,249 @@
+"""Scheduled batch jobs on Kubernetes: one batch/v1 Job run to completion, then deleted with its pods.
+
+- ``retries`` is the Job's ``backoffLimit`` and ``timeout_seconds`` its ``activeDeadlineSeconds``: the
+  cluster retries and stops the job itself, and the deadline covers the whole Job, retries included,
+  as Kubernetes counts it.
+- Pods never restart in place (``restartPolicy: Never``), so every attempt keeps its own exit code and
+  log; each attempt's log is followed into the task log while it runs.
+- A pod that cannot start (unschedulable, its image not pullable) fails the run at once with the
+  reason, as the ``kubernetes`` target fails a rollout.
+- Whatever happens to the run, the Job, its pods and its pull secret are deleted: explicitly, with
+  propagation (a batch/v1 Job's default is to orphan its pods), and by ``ttlSecondsAfterFinished``
+  should the worker die first. A run starts by removing what an earlier, killed run left behind
+  (runs of one job never overlap: the DAG's ``max_active_runs=1``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from cloud_deploy_provider.accelerators import kubernetes_resources, request_of
+from cloud_deploy_provider.jobs import JobResult, Output
+from cloud_deploy_provider.settings import SettingsError
+from cloud_deploy_provider.spec import DeploymentSpec, Job
+from cloud_deploy_provider.targets.kubernetes import LABEL_INSTANCE, KubernetesTarget
+
+LABEL_JOB = "cloud-deploy.io/job"
+JOB_CONTAINER = "job"
+FINISHED_TTL_SECONDS = 600
+POLL_SECONDS = 1.0
+DEADLINE_GRACE_SECONDS = 60  # for the job controller to act on activeDeadlineSeconds once it has passed
+DRAIN_SECONDS = 5
+GONE_TIMEOUT_SECONDS = 60
+GPU_TYPE_LABEL_VARIABLE = "CLOUD_DEPLOY_K8S_GPU_TYPE_LABEL"
+DEFAULT_GPU_TYPE_LABEL = "cloud.google.com/gke-accelerator"  # the seed's GPU types are GKE accelerator names
+_LABEL_KEY = re.compile(
+    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?", re.ASCII,
+)
+
+
+def gpu_type_label() -> str:
+    """The node label that names a node's GPU model, which ``resources.gpu_type`` selects on."""
+    import os
+
+    value = os.environ.get(GPU_TYPE_LABEL_VARIABLE, "").strip() or DEFAULT_GPU_TYPE_LABEL
+    if not _LABEL_KEY.fullmatch(value) or len(value) > 317:
+        raise SettingsError(f"{GPU_TYPE_LABEL_VARIABLE}: {value!r} is not a Kubernetes label key")
+    return value
+
+
+class KubernetesJobRunner(KubernetesTarget):
+    """Runs a ``schedule.jobs`` entry of target ``kubernetes`` with the kubernetes target's connection,
+    namespace, registry and owner labels."""
+
+    # ------------------------------------------------------------------ manifests
+
+    def job_name(self, job: Job) -> str:
+        return self.project.resource_name(f"job-{job.name}", max_length=57)  # pod names add "-xxxxx"
+
+    def job_selector(self, job: Job) -> str:
+        return f"{self.owner_selector},{LABEL_JOB}={job.name}"
+
+    def job_labels(self, spec: DeploymentSpec, job: Job) -> dict[str, str]:
+        return {**self.labels(spec), LABEL_INSTANCE: self.job_name(job), LABEL_JOB: job.name}
+
+    def job_manifest(self, spec: DeploymentSpec, job: Job, image: str, work_dir: str | None = None) -> dict[str, Any]:
+        """The batch/v1 Job: the job's command replaces the image's entrypoint, as on the docker target."""
+        container: dict[str, Any] = {"name": JOB_CONTAINER, "image": image}
+        if job.command:
+            container["command"] = list(job.command)
+        env = {**spec.deploy.env, **job.env}
+        if env:
+            container["env"] = [{"name": key, "value": value} for key, value in env.items()]
+        if work_dir:
+            container["workingDir"] = work_dir
+        resources = job_resources(job)
+        if resources:
+            container["resources"] = resources
+        pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+        if self.job_pull_secret(spec, job, reveal=False):
+            pod["imagePullSecrets"] = [{"name": self.job_pull_secret_name(job)}]
+        if job.resources.gpu_type:
+            pod["nodeSelector"] = {gpu_type_label(): job.resources.gpu_type}
+        labels = self.job_labels(spec, job)
+        return {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": self.job_name(job), "namespace": self.namespace(spec), "labels": labels},
+            "spec": {
+                "backoffLimit": job.retries,
+                "activeDeadlineSeconds": job.timeout_seconds,
+                "ttlSecondsAfterFinished": FINISHED_TTL_SECONDS,
+                "template": {"metadata": {"labels": labels}, "spec": pod},
+            },
+        }
+
+    def job_pull_secret_name(self, job: Job) -> str:
+        return f"{self.job_name(job)}-pull"
+
+    def job_pull_secret(self, spec: DeploymentSpec, job: Job, reveal: bool = True) -> dict[str, Any] | None:
+        """The registry login as a secret of the job's own, so deleting it never touches the service's."""
+        secret = self.pull_secret(spec, reveal)
+        if secret is not None:
+            secret["metadata"] = {"name": self.job_pull_secret_name(job), "namespace": self.namespace(spec),
+                                  "labels": self.job_labels(spec, job)}
+        return secret
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, spec: DeploymentSpec, job: Job, image: str, *, work_dir: str | None = None) -> JobResult:
+        namespace, name = self.namespace(spec), self.job_name(job)
+        manifest = self.job_manifest(spec, job, image, work_dir)
+        self.remove(spec, job, leftovers=True)
+        try:
+            secret = self.job_pull_secret(spec, job)
+            if secret is not None:
+                self._call(f"create Secret {secret['metadata']['name']}", self.core.create_namespaced_secret,
+                           namespace, secret)
+            self._call(f"create Job {name}", self.batch.create_namespaced_job, namespace, manifest)
+            self.log(f"job {job.name}: Job {namespace}/{name} runs {image} (backoffLimit {job.retries}, "
+                     f"activeDeadlineSeconds {job.timeout_seconds})")
+            return self._follow(job, namespace, name)
+        finally:
+            self.remove(spec, job)
+
+    def _follow(self, job: Job, namespace: str, name: str) -> JobResult:
+        """Forward each attempt's log until the Job finishes, a pod cannot start, or the deadline passes."""
+        deadline = time.monotonic() + job.timeout_seconds + DEADLINE_GRACE_SECONDS
+        outputs: dict[str, Output] = {}
+        while True:
+            current = self._call(f"read Job {name}", self.batch.read_namespaced_job, name, namespace)
+            pods = self._job_pods(namespace, name)
+            for pod in pods:
+                if pod.metadata.name not in outputs and _started(pod):
+                    self.log(f"job {job.name}: attempt {len(outputs) + 1}, pod {pod.metadata.name}")
+                    outputs[pod.metadata.name] = self._followed_log(namespace, pod.metadata.name)
+            finished = _finished(current)
+            if finished is not None:
+                for output in outputs.values():
+                    output.forward_until_end(time.monotonic() + DRAIN_SECONDS)
+                return self._result(job, finished, self._job_pods(namespace, name), outputs)
+            problem = self.pod_problem(namespace, name)
+            if problem is not None:
+                return JobResult("failed", None, _tail(outputs), reason=problem, timeout_seconds=job.timeout_seconds)
+            if time.monotonic() >= deadline:
+                self.log(f"job {job.name}: still active {DEADLINE_GRACE_SECONDS} s after its deadline; deleting it")
+                return JobResult("failed", None, _tail(outputs), True, name, job.timeout_seconds)
+            for output in outputs.values():
+                output.forward_until_end(time.monotonic())  # the lines read so far
+            time.sleep(POLL_SECONDS)
+
+    def _result(self, job: Job, finished: tuple[str, str, str], pods: list[Any],
+                outputs: dict[str, Output]) -> JobResult:
+        kind, reason, message = finished
+        ended = [pod for pod in pods if _terminated(pod) is not None]
+        last = ended[-1] if ended else None
+        exit_code = _terminated(last).exit_code if last is not None else None
+        pod_name = last.metadata.name if last is not None else ""
+        tail = list(outputs[pod_name].tail) if pod_name in outputs else _tail(outputs)
+        if kind == "Complete":
+            return JobResult("completed", exit_code, tail, False, pod_name, job.timeout_seconds)
+        if reason == "DeadlineExceeded":
+            return JobResult("failed", exit_code, tail, True, pod_name, job.timeout_seconds)
+        failed = [pod for pod in ended if pod.status.phase == "Failed"]
+        why = f"exit code {exit_code}" if exit_code is not None else f"{reason}: {message}"
+        if len(failed) > 1:
+            why += f" (attempt {len(failed)} of {job.retries + 1})"
+        return JobResult("failed", exit_code, tail, False, pod_name, job.timeout_seconds, reason=why)
+
+    def _job_pods(self, namespace: str, name: str) -> list[Any]:
+        pods = self._call("list pods", self.core.list_namespaced_pod, namespace,
+                          label_selector=f"{LABEL_INSTANCE}={name}").items
+        return sorted(pods, key=lambda pod: (pod.metadata.creation_timestamp, pod.metadata.name))
+
+    def _followed_log(self, namespace: str, pod: str) -> Output:
+        def open_stream():
+            response = self.core.read_namespaced_pod_log(pod, namespace, container=JOB_CONTAINER, follow=True,
+                                                         _preload_content=False)
+            return response.stream(4096)
+
+        return Output(open_stream, self.log)
+
+    # ------------------------------------------------------------------ cleaning up
+
+    def remove(self, spec: DeploymentSpec, job: Job, *, leftovers: bool = False) -> list[str]:
+        """Delete the job's Jobs (with their pods) and its pull secret, then wait until the pods are gone."""
+        namespace, selector = self.namespace(spec), self.job_selector(job)
+        removed = []
+        for kind, lister in (("Job", self.batch.list_namespaced_job), ("Secret", self.core.list_namespaced_secret)):
+            for item in self._call(f"list {kind}", lister, namespace, label_selector=selector).items:
+                self._delete(kind, namespace, item.metadata.name)
+                removed.append(f"{kind}/{item.metadata.name}")
+        if removed:
+            left = " left by an earlier run" if leftovers else ""
+            self.log(f"job {job.name}: removed {', '.join(removed)}{left}")
+        self._wait_pods_gone(namespace, selector, job)
+        return removed
+
+    def _wait_pods_gone(self, namespace: str, selector: str, job: Job) -> None:
+        deadline = time.monotonic() + GONE_TIMEOUT_SECONDS
+        while pods := self._call("list pods", self.core.list_namespaced_pod, namespace, label_selector=selector).items:
+            if time.monotonic() >= deadline:
+                names = ", ".join(pod.metadata.name for pod in pods)
+                self.log(f"job {job.name}: pods {names} are still terminating after {GONE_TIMEOUT_SECONDS} s")
+                return
+            time.sleep(POLL_SECONDS)
+
+
+def job_resources(job: Job) -> dict[str, Any]:
+    """cpu and memory as requests and limits; GPUs (NVIDIA's device plugin) as limits."""
+    wanted = job.resources
+    limits: dict[str, str] = {name: str(count) for name, count in kubernetes_resources(request_of(gpu=wanted.gpu)).items()}
+    requests: dict[str, str] = {}
+    if wanted.cpu:
+        requests["cpu"] = limits["cpu"] = f"{wanted.cpu:g}"
+    if wanted.memory:
+        requests["memory"] = limits["memory"] = f"{wanted.memory}Mi"
+    return {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
+
+
+def _finished(job: Any) -> tuple[str, str, str] | None:
+    """(Complete | Failed, reason, message) once the Job has finished."""
+    for condition in (job.status.conditions if job.status else None) or []:
+        if condition.type in ("Complete", "Failed") and condition.status == "True":
+            return condition.type, condition.reason or "", condition.message or ""
+    return None
+
+
+def _container_state(pod: Any) -> Any:
+    for status in pod.status.container_statuses or []:
+        if status.name == JOB_CONTAINER:
+            return status.state
+    return None
+
+
+def _started(pod: Any) -> bool:
+    state = _container_state(pod)
+    return state is not None and (state.running is not None or state.terminated is not None)
+
+
+def _terminated(pod: Any) -> Any:
+    state = _container_state(pod)
+    return state.terminated if state is not None else None
+
+
+def _tail(outputs: dict[str, Output]) -> list[str]:
+    return list(list(outputs.values())[-1].tail) if outputs else []
