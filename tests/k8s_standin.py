@@ -4,15 +4,18 @@ One HTTP server on 127.0.0.1 (``endpoint``) answers the JSON REST API as kube-ap
 ``kubernetes`` client (``Configuration.host = endpoint``, ``api_key = {"authorization": "Bearer <token>"}``):
 
 * ``GET /version`` (unauthenticated); discovery at ``/api``, ``/apis``, ``/api/v1`` and ``/apis/{group}/v1``.
-* ``apps/v1`` deployments, ``v1`` services, persistentvolumeclaims, secrets and events, ``networking.k8s.io/v1``
-  ingresses: create (also with ``generateName``), read, replace (``PUT``, 409 Conflict on a stale
-  ``resourceVersion``), patch, delete (``DeleteOptions`` with ``propagationPolicy`` and ``preconditions``), list;
-  ``/status`` (read, replace, patch) where the kind has a status.
+* ``apps/v1`` deployments, ``batch/v1`` jobs, ``v1`` services, persistentvolumeclaims, secrets and events,
+  ``networking.k8s.io/v1`` ingresses: create (also with ``generateName``), read, replace (``PUT``, 409 Conflict
+  on a stale ``resourceVersion``), patch, delete (``DeleteOptions`` with ``propagationPolicy``, the deprecated
+  ``orphanDependents`` and ``preconditions``), list; ``/status`` (read, replace, patch) where the kind has a
+  status. Deleting a Job without ``propagationPolicy`` orphans its pods, as batch/v1 does by default: they
+  stay, without their ownerReferences; other kinds take their dependents with them (Background).
 * ``v1`` pods: read, list, delete, and ``/log`` (``container``, ``tailLines``, ``timestamps``, ``sinceSeconds``,
   ``limitBytes``, ``previous``); ``v1`` nodes: read and list (one node, ``standin-node``).
 * Lists take ``labelSelector`` (``a=b``, ``a==b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``, ``a``, ``!a``) and
   ``fieldSelector`` (``path=value`` / ``path!=value`` over any dotted field, e.g. ``involvedObject.name=web-x``);
-  ``/api/v1/<plural>`` lists across namespaces. Any namespace name is accepted without being created.
+  ``/api/v1/<plural>`` and ``/apis/{group}/v1/<plural>`` list across namespaces. Any namespace name is accepted
+  without being created.
 
 Every call but ``/version`` needs ``Authorization: Bearer <token>`` (401 otherwise). Errors are ``Status``
 objects with the apiserver's reasons and wording: 404 NotFound, 409 AlreadyExists / Conflict, 422 Invalid
@@ -21,12 +24,19 @@ objects with the apiserver's reasons and wording: 404 NotFound, 409 AlreadyExist
 Writes are checked as the apiserver does: every created, replaced or patched object against the strict JSON
 schema of v1.36 (``kubernetes-validate``), so unknown fields (``<path>: field not declared in schema``) and
 wrong types are 422 Invalid; then the apiserver's defaulting (replicas, strategy, imagePullPolicy, probe
-periods, service protocol and targetPort, ...) and the rules a schema cannot say: names (RFC 1123 / RFC 1035
-for services), labels, unique container/volume/port names, mounts naming a volume, resource quantities
-(requests <= limits, extended resources whole and equal), the selector matching the template's labels and
-being immutable, restartPolicy Always, service ports and nodePorts (30000-32767, "provided port is already
-allocated"), ingress paths and backends, secrets' base64 and ``.dockerconfigjson``, PVC access modes, size
-and immutable spec. ``metadata.generation`` is bumped when ``spec`` changes; a no-op write keeps the
+periods, service protocol and targetPort, a Job's ``completions`` and ``parallelism`` 1 (``completions`` stays
+unset when only ``parallelism`` is given), ``backoffLimit`` 6, ``completionMode``, ``suspend``,
+``podReplacementPolicy``, ...) and the rules a schema cannot say: names (RFC 1123 / RFC 1035 for services),
+labels, unique container/volume/port names, mounts naming a volume, resource quantities (requests <= limits,
+extended resources whole and equal), the selector matching the template's labels and being immutable,
+restartPolicy (Always for deployments, OnFailure or Never for jobs), service ports and nodePorts (30000-32767,
+"provided port is already allocated"), ingress paths and backends, secrets' base64 and ``.dockerconfigjson``,
+PVC access modes, size and immutable spec. A new Job without ``manualSelector: true`` gets the generated
+selector (``batch.kubernetes.io/controller-uid: <uid>``) and template labels (``batch.kubernetes.io/job-name``,
+``batch.kubernetes.io/controller-uid``, ``job-name``, ``controller-uid``; also its own labels when it has none),
+and a selector of its own is refused ("`selector` not auto-generated"); its counts and deadlines must not be
+negative, and ``template``, ``selector``, ``completions`` and ``completionMode`` are immutable ("field is
+immutable"). ``metadata.generation`` is bumped when ``spec`` changes; a no-op write keeps the
 ``resourceVersion`` (one global counter).
 
 Controllers (background threads, every 0.5 s):
@@ -35,10 +45,25 @@ Controllers (background threads, every 0.5 s):
   ``<deployment>-<hash>-<5 chars>``, owned by the deployment), rolling by ``maxSurge``/``maxUnavailable`` (or
   ``Recreate``), and write status counts and the ``Available``/``Progressing`` conditions (``ReplicaSetUpdated``,
   ``NewReplicaSetAvailable``, ``ProgressDeadlineExceeded`` once ``progressDeadlineSeconds`` pass without progress).
+* jobs keep ``min(parallelism, completions - succeeded)`` pods running (without ``completions``: ``parallelism``
+  until one pod succeeded), named ``<job>-<5 chars>``, with the template's labels, owned by the job
+  (``SuccessfulCreate``/``SuccessfulDelete`` events from ``job-controller``). Each pod that ends counts once
+  in ``status.succeeded`` or ``status.failed`` (a pod deleted before it succeeded counts as failed, as the job
+  controller counts it); after a failure the next pod waits for the back-off. ``failed > backoffLimit`` (with
+  ``OnFailure``: the restarts of the active pods reaching ``backoffLimit``) or ``activeDeadlineSeconds`` past
+  ``startTime`` add ``FailureTarget`` (``BackoffLimitExceeded``: "Job has reached the specified backoff
+  limit", ``DeadlineExceeded``: "Job was active longer than specified deadline") and delete the active pods;
+  ``succeeded >= completions`` adds ``SuccessCriteriaMet`` (``CompletionsReached``: "Reached expected number of
+  succeeded pods"). Once none of its pods is running or terminating, ``Failed`` (a Warning event of that
+  reason) or ``Complete`` (``completionTime``, a ``Completed`` event) follows. ``suspend`` deletes the active
+  pods (``Suspended`` condition; resuming sets ``startTime`` anew); ``ttlSecondsAfterFinished`` deletes a
+  finished job with its pods; a ``managedBy`` other than ``kubernetes.io/job-controller`` is left alone. The
+  status has ``startTime``, ``active``/``succeeded``/``failed`` (omitted at 0), ``ready``, ``terminating`` and
+  ``uncountedTerminatedPods: {}``. Pods of a finished job stay (with their logs) until deleted.
 * the scheduler sums each pod's requests (limits where no request) of cpu, memory and extended resources
-  (``nvidia.com/gpu``, ...) and pods against the node minus the pods already bound to it; else the pod stays
-  Pending, ``PodScheduled`` False ``Unschedulable`` ``0/1 nodes are available: 1 Insufficient nvidia.com/gpu.``,
-  with a ``FailedScheduling`` event. A missing PVC keeps a pod unscheduled the same way.
+  (``nvidia.com/gpu``, ...) and pods against the node minus the unfinished pods already bound to it; else the
+  pod stays Pending, ``PodScheduled`` False ``Unschedulable`` ``0/1 nodes are available: 1 Insufficient
+  nvidia.com/gpu.``, with a ``FailedScheduling`` event. A missing PVC keeps a pod unscheduled the same way.
 * the kubelet runs a pod as a pause container (the base image running ``sleep infinity``, labelled with the
   instance id) that owns the network namespace and publishes every containerPort and probe port on
   127.0.0.1, plus one container per spec container with ``network_mode=container:<pause>`` (containers share
@@ -46,7 +71,11 @@ Controllers (background threads, every 0.5 s):
   maps them. Images are pulled per ``imagePullPolicy`` with the pod's ``imagePullSecrets``
   (``kubernetes.io/dockerconfigjson``); a failed pull is ``ErrImagePull`` then ``ImagePullBackOff`` with
   ``Failed``/``BackOff`` events. A container that exits is restarted after a back-off (``CrashLoopBackOff``,
-  ``lastState.terminated``, ``restartCount``). ``readinessProbe`` (httpGet, tcpSocket, exec) runs through
+  ``lastState.terminated``, ``restartCount``) as ``restartPolicy`` says (``Always``; ``OnFailure`` unless it
+  exited 0); one that will not run again keeps ``state.terminated`` (``exitCode``, ``Completed``/``Error``), and
+  once none will, the pod is ``Succeeded`` (all exited 0) or ``Failed`` (``Ready`` False ``PodCompleted`` /
+  ``PodFailed``), its pause container is stopped and its containers are kept, their logs readable, until the
+  pod is deleted. ``readinessProbe`` (httpGet, tcpSocket, exec) runs through
   the published port with the probe's delay, period, thresholds and timeout; ``Unhealthy`` events.
   Probe timings keep Kubernetes' defaults (``periodSeconds`` 10) unless given. Volumes: ``emptyDir`` (a
   docker volume; ``medium: Memory`` a tmpfs one sized by ``sizeLimit``, e.g. at /dev/shm), ``hostPath``
@@ -64,7 +93,8 @@ Deviations from a real cluster, chosen for tests: no ReplicaSets (pods are owned
 itself); no cluster DNS nor kube-proxy (clusterIPs lead nowhere and service names do not resolve in pods:
 reach services through their NodePorts or the ingress; ``podIP`` is the pause container's bridge address);
 no watches (``watch=true`` is 400), ``limit`` is ignored (no paging); no namespaces, configmaps or service
-accounts as objects; pods are made only by deployments (creating or changing pods is 405); strategic merge
+accounts as objects, no CronJobs; pods are made only by deployments and jobs (creating or changing pods is
+405); strategic merge
 patch is applied as a JSON merge patch (RFC 7386: lists such as ``containers`` are replaced whole), JSON
 patch and apply patches are 415; schema and decoding errors are 422 Invalid (the apiserver says 400 for
 some); ``minReadySeconds``, ``paused``, ``nodeSelector``, affinity, taints, init containers, ``envFrom``,
@@ -73,8 +103,16 @@ killed at once), finalizers, PVC protection, storage classes and capacity, resou
 and extended resources (no devices are given) are not modelled; Foreground deletion behaves as Background;
 PVCs are Bound at creation and their data directory goes with them; restarts reuse the same docker
 container, so a container's log holds every run and ``previous=true`` answers the same log; back-offs are
-1 s doubling to 10 s (not 10 s to 5 min); ``Available`` is ``availableReplicas >= replicas -
+1 s doubling to 10 s (not 10 s to 5 min; for a job's failed pods, not 10 s to 6 min, and counted over all its
+failures rather than the consecutive ones); ``Available`` is ``availableReplicas >= replicas -
 maxUnavailable`` with ready pods counted as available; ``node_capacity`` is laid over the default capacity.
+Jobs: ``completionMode: Indexed`` and ``podFailurePolicy`` are 422 (not modelled), as are ``successPolicy``,
+``backoffLimitPerIndex`` and ``maxFailedIndexes`` (they need Indexed); the template of a suspended job is as
+immutable as any (no mutable scheduling directives nor resources); pods carry no
+``batch.kubernetes.io/job-tracking`` finalizer (the controller counts a pod when it sees it end or when it
+goes); a pod deleted while running goes at once rather than through the Failed phase; deleting a job
+without ``propagationPolicy`` gives no ``Warning`` header; ``podReplacementPolicy: Failed`` only holds back
+the replacements while pods are terminating.
 """
 
 from __future__ import annotations
@@ -132,6 +170,7 @@ TICK = 0.5
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 10.0
 NODE_PORTS = range(30000, 32768)
 NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # what Kubernetes uses for generated name suffixes
+GENERATED_NAME_BASE = 58  # generateName keeps this much of the base, so that the name fits 63 characters
 JSON_TYPE, TEXT_TYPE = "application/json", "text/plain"
 MERGE_PATCHES = {"application/merge-patch+json", "application/strategic-merge-patch+json"}
 PROPAGATION = {"Orphan", "Background", "Foreground"}
@@ -139,6 +178,11 @@ STANDARD_RESOURCES = {"cpu", "memory", "ephemeral-storage"}
 SERVICE_TYPES = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"]
 ACCESS_MODES = ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
 PATH_TYPES = ["Exact", "Prefix", "ImplementationSpecific"]
+JOB_RESTART_POLICIES = ["OnFailure", "Never"]
+JOB_UID_LABELS = ("batch.kubernetes.io/controller-uid", "controller-uid")
+JOB_NAME_LABELS = ("batch.kubernetes.io/job-name", "job-name")
+JOB_CONTROLLER = "kubernetes.io/job-controller"
+FINISHED_PHASES = ("Succeeded", "Failed")
 WAITING_TEXT = {"ErrImagePull": "trying and failing to pull image",
                 "ImagePullBackOff": "trying and failing to pull image", "ErrImageNeverPull": "image can't be pulled"}
 VERSION_INFO = {"major": "1", "minor": "36", "emulationMajor": "1", "emulationMinor": "36",
@@ -254,6 +298,7 @@ class Kind:
     deletable: bool = True
     has_status: bool = True  # a status subresource: writes to the object itself keep the status
     returns_deleted: bool = False  # DELETE answers the deleted object rather than a Status
+    default_propagation: str = "Background"  # when DELETE names neither propagationPolicy nor orphanDependents
 
     @property
     def api_version(self) -> str:
@@ -287,6 +332,7 @@ KINDS = {kind.plural: kind for kind in [
     Kind("events", "Event", has_status=False),
     Kind("nodes", "Node", namespaced=False, writable=False, deletable=False),
     Kind("ingresses", "Ingress", "networking.k8s.io"),
+    Kind("jobs", "Job", "batch", default_propagation="Orphan"),  # batch/v1 keeps its pods by default
 ]}
 
 
@@ -601,7 +647,7 @@ def check_container(problems: Problems, container: dict, where: str, volumes: se
             check_probe(problems, container[probe_field], f"{where}.{probe_field}")
 
 
-def check_pod_spec(problems: Problems, spec: dict, where: str) -> None:
+def check_pod_spec(problems: Problems, spec: dict, where: str, restart_policies: list[str]) -> None:
     volumes: set[str] = set()
     for i, volume in enumerate(spec.get("volumes") or []):
         check_name(problems, f"{where}.volumes[{i}].name", volume["name"], "label")
@@ -625,8 +671,11 @@ def check_pod_spec(problems: Problems, spec: dict, where: str) -> None:
         if not container.get("image"):
             problems.required(f"{where}.containers[{i}].image")
         check_container(problems, container, f"{where}.containers[{i}]", volumes)
-    if spec.get("restartPolicy", "Always") != "Always":
-        problems.unsupported(f"{where}.restartPolicy", spec["restartPolicy"], ["Always"])
+    policy = spec.get("restartPolicy", "Always")
+    if policy == "Always" and policy not in restart_policies:  # the pod default: the apiserver asks for a value
+        problems.required(f"{where}.restartPolicy", "valid values: " + ", ".join(map(_shown, restart_policies)))
+    elif policy not in restart_policies:
+        problems.unsupported(f"{where}.restartPolicy", policy, restart_policies)
 
 
 def _percent_or_int(problems: Problems, where: str, value) -> None:
@@ -673,7 +722,64 @@ def check_deployment(problems: Problems, obj: dict, old: dict | None) -> None:
     if spec["progressDeadlineSeconds"] <= spec.get("minReadySeconds", 0):
         problems.invalid("spec.progressDeadlineSeconds", spec["progressDeadlineSeconds"],
                          "must be greater than minReadySeconds")
-    check_pod_spec(problems, template["spec"], "spec.template.spec")
+    check_pod_spec(problems, template["spec"], "spec.template.spec", ["Always"])
+
+
+def check_job(problems: Problems, obj: dict, old: dict | None) -> None:
+    spec = obj["spec"]
+    for key in ("parallelism", "completions", "activeDeadlineSeconds", "backoffLimit", "ttlSecondsAfterFinished"):
+        if spec.get(key, 0) < 0:
+            problems.invalid(f"spec.{key}", spec[key], "must be greater than or equal to 0")
+    if old is None and not spec.get("manualSelector"):
+        check_generated_selector(problems, obj)
+    labels = (spec["template"].get("metadata") or {}).get("labels") or {}
+    selector = spec.get("selector")
+    if not selector:
+        problems.required("spec.selector")
+    elif not selector_matches(selector, labels):
+        problems.invalid("spec.template.metadata.labels", labels, "`selector` does not match template `labels`")
+    check_labels(problems, "spec.template.metadata.labels", labels)
+    check_job_modes(problems, spec)
+    check_pod_spec(problems, spec["template"]["spec"], "spec.template.spec", JOB_RESTART_POLICIES)
+    for key in ("active", "succeeded", "failed", "ready", "terminating"):
+        if (obj.get("status") or {}).get(key, 0) < 0:
+            problems.invalid(f"status.{key}", obj["status"][key], "must be greater than or equal to 0")
+    if old is not None:
+        for key in ("completions", "selector", "template", "completionMode"):
+            if spec.get(key) != old["spec"].get(key):
+                problems.invalid(f"spec.{key}", spec.get(key), "field is immutable")
+
+
+def check_generated_selector(problems: Problems, obj: dict) -> None:
+    """Without ``manualSelector`` the template must carry the generated labels and the selector pick them."""
+    meta, spec = obj["metadata"], obj["spec"]
+    labels = (spec["template"].get("metadata") or {}).get("labels") or {}
+    expected = {**{key: meta["uid"] for key in JOB_UID_LABELS}, **{key: meta["name"] for key in JOB_NAME_LABELS}}
+    for key, value in expected.items():
+        where = f"spec.template.metadata.labels[{key}]"
+        if key not in labels:
+            problems.required(where, value)
+        elif labels[key] != value:
+            problems.invalid(where, labels, f"must be '{value}'")
+    if spec.get("selector") and not selector_matches(spec["selector"], expected):
+        problems.invalid("spec.selector", spec["selector"], "`selector` not auto-generated")
+
+
+def check_job_modes(problems: Problems, spec: dict) -> None:
+    mode = spec["completionMode"]
+    if mode not in ("NonIndexed", "Indexed"):
+        problems.unsupported("spec.completionMode", mode, ["NonIndexed", "Indexed"])
+    elif mode == "Indexed":
+        problems.forbidden("spec.completionMode", "Indexed jobs are not modelled by the Kubernetes stand-in")
+    else:
+        for key in ("backoffLimitPerIndex", "maxFailedIndexes", "successPolicy"):
+            if key in spec:
+                problems.invalid(f"spec.{key}", spec[key], "requires indexed completion mode")
+    if "podFailurePolicy" in spec:
+        problems.forbidden("spec.podFailurePolicy", "pod failure policies are not modelled by the Kubernetes stand-in")
+    if spec["podReplacementPolicy"] not in ("Failed", "TerminatingOrFailed"):
+        problems.unsupported("spec.podReplacementPolicy", spec["podReplacementPolicy"],
+                             ["Failed", "TerminatingOrFailed"])
 
 
 def check_service(problems: Problems, obj: dict, old: dict | None) -> None:
@@ -843,6 +949,35 @@ def default_deployment(obj: dict) -> None:
     default_pod_spec(spec.setdefault("template", {}).setdefault("spec", {}))
 
 
+def default_job(obj: dict) -> None:
+    spec = obj.setdefault("spec", {})
+    if "completions" not in spec and "parallelism" not in spec:
+        spec["completions"] = 1  # only then: parallelism alone leaves completions unset (a work queue)
+    for key, value in {"parallelism": 1, "backoffLimit": 6, "completionMode": "NonIndexed", "suspend": False,
+                       "podReplacementPolicy": "TerminatingOrFailed"}.items():
+        spec.setdefault(key, value)
+    template = spec.setdefault("template", {})
+    labels = (template.get("metadata") or {}).get("labels")
+    if labels and not obj["metadata"].get("labels"):
+        obj["metadata"]["labels"] = dict(labels)
+    default_pod_spec(template.setdefault("spec", {}))
+
+
+def generate_job_selector(obj: dict) -> None:
+    """The registry's preparation of a new Job: unless ``manualSelector``, the template gets the labels naming
+    the job and its uid (those already there are kept, for validation to judge) and the selector picks the uid."""
+    meta, spec = obj["metadata"], obj.setdefault("spec", {})
+    if spec.get("manualSelector"):
+        return
+    labels = spec.setdefault("template", {}).setdefault("metadata", {}).setdefault("labels", {})
+    for key in JOB_NAME_LABELS:
+        labels.setdefault(key, meta["name"])
+    for key in JOB_UID_LABELS:
+        labels.setdefault(key, meta["uid"])
+    match_labels = spec.setdefault("selector", {}).setdefault("matchLabels", {})
+    match_labels.setdefault(JOB_UID_LABELS[0], meta["uid"])
+
+
 def default_service(obj: dict) -> None:
     spec = obj.setdefault("spec", {})
     spec.setdefault("type", "ClusterIP")
@@ -877,6 +1012,7 @@ ADMISSION: dict[str, tuple[Callable[[dict], None] | None, Callable[[Problems, di
     "persistentvolumeclaims": (default_pvc, check_pvc),
     "secrets": (default_secret, check_secret),
     "ingresses": (None, check_ingress),
+    "jobs": (default_job, check_job),
 }
 
 
@@ -911,6 +1047,18 @@ def pod_ready(pod: dict) -> bool:
     if pod["metadata"].get("deletionTimestamp"):
         return False
     return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions") or [])
+
+
+def _pod_finished(pod: dict) -> bool:
+    return pod["status"].get("phase") in FINISHED_PHASES
+
+
+def _pod_terminating(pod: dict) -> bool:
+    return bool(pod["metadata"].get("deletionTimestamp")) and not _pod_finished(pod)
+
+
+def _pod_active(pod: dict) -> bool:
+    return not pod["metadata"].get("deletionTimestamp") and not _pod_finished(pod)
 
 
 def _condition(previous: dict | None, kind: str, status: bool | str, reason: str | None = None,
@@ -960,6 +1108,22 @@ def _docker_auths(secret: dict, host: str) -> list[dict]:
     return found
 
 
+@dataclass
+class _JobProgress:
+    """What the job controller keeps of a job between syncs (the real one: its pods' tracking finalizers and
+    its back-off store)."""
+    ends: dict[str, bool] = field(default_factory=dict)  # pod uid -> succeeded, for each pod that ended
+    retry_at: float = 0.0  # time.monotonic() before which no pod replaces a failed one
+
+    @property
+    def succeeded(self) -> int:
+        return sum(self.ends.values())
+
+    @property
+    def failed(self) -> int:
+        return len(self.ends) - self.succeeded
+
+
 class KubernetesStandIn:
     """A Kubernetes API server with one node (``standin-node``) on 127.0.0.1; pods are containers on the engine.
 
@@ -988,6 +1152,7 @@ class KubernetesStandIn:
         self._version = 0
         self._requests: list[tuple[str, str, dict | None]] = []
         self._workers: dict[str, _PodWorker] = {}
+        self._job_progress: dict[str, _JobProgress] = {}  # by job uid
         self._node_ports: dict[int, _NodePortListener] = {}
         self._round_robin = itertools.count()
         self._discovery: dict[str, dict] = {}
@@ -1091,7 +1256,7 @@ class KubernetesStandIn:
         meta = obj["metadata"]
         for system_field in ("deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink"):
             meta.pop(system_field, None)
-        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1,
+        meta.update(uid=meta.get("uid") or str(uuid.uuid4()), creationTimestamp=_now(), generation=1,
                     resourceVersion=self._next_version())
         self._store[kind.plural][self._key(obj)] = obj
         return obj
@@ -1187,6 +1352,8 @@ class KubernetesStandIn:
         """The apiserver's admission of a write: strict schema, defaulting, validation, allocations."""
         name = obj["metadata"].get("name", "")
         schema_problems(kind, obj).raise_for(kind, name)
+        if kind.plural == "jobs" and old is None:
+            generate_job_selector(obj)
         defaults, check = ADMISSION.get(kind.plural, (None, None))
         if defaults:
             defaults(obj)
@@ -1212,6 +1379,7 @@ class KubernetesStandIn:
             problems = Problems()
             problems.required("metadata.name", "name or generateName is required")
             problems.raise_for(kind, "")
+        meta["uid"] = str(uuid.uuid4())  # before admission, as the apiserver does: a Job's selector names it
         with self._lock:
             if self._key(obj) in self._store[kind.plural]:
                 raise already_exists(kind, meta["name"])
@@ -1231,7 +1399,7 @@ class KubernetesStandIn:
             obj["status"] = {"loadBalancer": {"ingress": [{"ip": self.node_ip}]}}
         elif kind.plural == "services":
             obj["status"] = {"loadBalancer": {}}
-        elif kind.plural == "deployments":
+        elif kind.plural in ("deployments", "jobs"):
             obj["status"] = {}
 
     def _replace(self, kind: Kind, namespace: str | None, name: str, body, subresource: str | None) -> dict:
@@ -1291,7 +1459,7 @@ class KubernetesStandIn:
         if not kind.deletable:
             raise method_not_allowed()
         options = body if isinstance(body, dict) else {}
-        policy = options.get("propagationPolicy") or query.get("propagationPolicy") or "Background"
+        policy = _propagation(kind, options, query)
         if policy not in PROPAGATION:
             raise bad_request(f'propagationPolicy: Unsupported value: "{policy}": supported values: '
                               f'"Background", "Foreground", "Orphan"')
@@ -1313,6 +1481,7 @@ class KubernetesStandIn:
     def _remove(self, kind: Kind, obj: dict, policy: str) -> None:
         """Under the lock: drop an object, its side effects and (unless orphaned) its dependents."""
         del self._store[kind.plural][self._key(obj)]
+        self._job_progress.pop(obj["metadata"]["uid"], None)
         if kind.plural == "services":
             self._release_node_ports(obj, set())
         elif kind.plural == "persistentvolumeclaims":
@@ -1553,15 +1722,16 @@ class KubernetesStandIn:
     def _control_loop(self) -> None:
         while not self._stopping.wait(TICK):
             with self._lock:
-                for deployment in list(self._store["deployments"].values()):
-                    try:
-                        self._reconcile(deployment)
-                    except Exception:  # the controller must live on, whatever one object does
-                        LOG.exception("kubernetes stand-in: reconciling deployment %s failed",
-                                      deployment["metadata"]["name"])
+                for plural, reconcile in (("deployments", self._reconcile), ("jobs", self._reconcile_job)):
+                    for obj in list(self._store[plural].values()):
+                        try:
+                            reconcile(obj)
+                        except Exception:  # the controller must live on, whatever one object does
+                            LOG.exception("kubernetes stand-in: reconciling %s %s failed", plural,
+                                          obj["metadata"]["name"])
 
-    def _owned_pods(self, deployment: dict) -> list[dict]:
-        uid = deployment["metadata"]["uid"]
+    def _owned_pods(self, owner: dict) -> list[dict]:
+        uid = owner["metadata"]["uid"]
         return [pod for pod in self._store["pods"].values()
                 if any(r["uid"] == uid for r in pod["metadata"].get("ownerReferences") or [])]
 
@@ -1617,7 +1787,9 @@ class KubernetesStandIn:
             self._event(deployment, "Normal", "ScalingReplicaSet", f"Scaled up replica set "
                         f"{deployment['metadata']['name']}-{pod_hash} from {len(pods)} to {count}",
                         component="deployment-controller")
-            pods = pods + [self._create_pod(deployment, pod_hash) for _ in range(count - len(pods))]
+            prefix = f"{deployment['metadata']['name']}-{pod_hash}-"
+            pods = pods + [self._create_pod(deployment, prefix, {"pod-template-hash": pod_hash})
+                           for _ in range(count - len(pods))]
         return pods
 
     def _delete_pods(self, deployment: dict, pods: list[dict]) -> None:
@@ -1631,17 +1803,20 @@ class KubernetesStandIn:
             for pod in leaving:
                 self._terminate_pod(pod)
 
-    def _create_pod(self, deployment: dict, pod_hash: str) -> dict:
-        meta, template = deployment["metadata"], deployment["spec"]["template"]
+    def _create_pod(self, owner: dict, prefix: str, extra_labels: dict[str, str] | None = None) -> dict:
+        """A pod of the owner's template (its labels plus ``extra_labels``) named ``<prefix><5 chars>`` as
+        generateName does, controlled by the owner, and its worker."""
+        meta, template = owner["metadata"], owner["spec"]["template"]
         template_meta = template.get("metadata") or {}
-        while (name := f"{meta['name']}-{pod_hash}-{_suffix()}") and (meta["namespace"], name) in self._store["pods"]:
+        while (name := prefix[:GENERATED_NAME_BASE] + _suffix()) and (meta["namespace"], name) in self._store["pods"]:
             pass
         spec = copy.deepcopy(template["spec"])
         pod = {"apiVersion": "v1", "kind": "Pod",
                "metadata": {"name": name, "namespace": meta["namespace"],
-                            "labels": {**(template_meta.get("labels") or {}), "pod-template-hash": pod_hash},
-                            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"],
-                                                 "uid": meta["uid"], "controller": True, "blockOwnerDeletion": True}]},
+                            "labels": {**(template_meta.get("labels") or {}), **(extra_labels or {})},
+                            "ownerReferences": [{"apiVersion": owner["apiVersion"], "kind": owner["kind"],
+                                                 "name": meta["name"], "uid": meta["uid"], "controller": True,
+                                                 "blockOwnerDeletion": True}]},
                "spec": spec, "status": {"phase": "Pending", "qosClass": qos_class(spec)}}
         if template_meta.get("annotations"):
             pod["metadata"]["annotations"] = dict(template_meta["annotations"])
@@ -1700,6 +1875,124 @@ class KubernetesStandIn:
                               f'ReplicaSet "{replica_set}" has timed out progressing.', update_time=True)
         return previous
 
+    # the job controller
+
+    def _reconcile_job(self, job: dict) -> None:
+        """Under the lock: count how the job's pods ended, run pods toward its completions (none while suspended),
+        end it once it succeeded or failed, and write its status; a finished job only waits for its TTL."""
+        if job["spec"].get("managedBy", JOB_CONTROLLER) != JOB_CONTROLLER:
+            return
+        status = copy.deepcopy(job.get("status") or {})
+        if _terminal_condition(status):
+            self._expire_job(job, status)
+            return
+        progress = self._job_progress.setdefault(job["metadata"]["uid"], _JobProgress())
+        for pod in self._owned_pods(job):
+            self._record_pod_end(pod)
+        _set_count(status, "succeeded", progress.succeeded)
+        _set_count(status, "failed", progress.failed)
+        self._suspend_or_resume(job, status)
+        ending = self._job_ending(job, status)
+        if ending is not None or job["spec"]["suspend"]:
+            self._delete_job_pods(job, [p for p in self._owned_pods(job) if _pod_active(p)])
+        else:
+            self._scale_job(job, status, progress)
+        if ending is not None and all(_pod_finished(p) for p in self._owned_pods(job)):
+            self._finish_job(job, status, ending)
+        self._write_job_status(job, status)
+
+    def _record_pod_end(self, pod: dict) -> None:
+        """Count a job's pod once it ended: succeeded, or failed (Failed, or deleted before it succeeded, as the
+        job controller counts pods that will never reach a phase); a failure delays the next pod."""
+        references = pod["metadata"].get("ownerReferences") or []
+        progress = next((self._job_progress[r["uid"]] for r in references if r["uid"] in self._job_progress), None)
+        phase, uid = pod["status"].get("phase"), pod["metadata"]["uid"]
+        if progress is None or uid in progress.ends:
+            return
+        if phase == "Succeeded":
+            progress.ends[uid] = True
+        elif phase == "Failed" or pod["metadata"].get("deletionTimestamp"):
+            progress.ends[uid] = False
+            progress.retry_at = time.monotonic() + min(BACKOFF_FIRST * 2 ** (progress.failed - 1), BACKOFF_MAX)
+
+    def _suspend_or_resume(self, job: dict, status: dict) -> None:
+        """The Suspended condition as ``suspend`` says; a job's (re)start sets ``startTime``."""
+        suspended = job["spec"]["suspend"]
+        previous = _find_condition(status, "Suspended")
+        if suspended and (previous is None or previous["status"] != "True"):
+            _set_condition(status, _job_condition(previous, "Suspended", True, "JobSuspended", "Job suspended"))
+            self._event(job, "Normal", "Suspended", "Job suspended", component="job-controller")
+        elif not suspended and previous is not None and previous["status"] == "True":
+            _set_condition(status, _job_condition(previous, "Suspended", False, "JobResumed", "Job resumed"))
+            self._event(job, "Normal", "Resumed", "Job resumed", component="job-controller")
+            status["startTime"] = _now()
+        if not suspended:
+            status.setdefault("startTime", _now())
+
+    def _job_ending(self, job: dict, status: dict) -> dict | None:
+        """The FailureTarget or SuccessCriteriaMet condition once the job met its end (added when new)."""
+        ending = next((c for c in status.get("conditions") or [] if c["status"] == "True"
+                       and c["type"] in ("FailureTarget", "SuccessCriteriaMet")), None)
+        if ending is None:
+            active = [p for p in self._owned_pods(job) if _pod_active(p)]
+            verdict = _job_verdict(job["spec"], status, active)
+            if verdict is not None:
+                kind, reason, message = verdict
+                ending = _job_condition(None, kind, True, reason, message)
+                _set_condition(status, ending)
+        return ending
+
+    def _scale_job(self, job: dict, status: dict, progress: _JobProgress) -> None:
+        spec, pods = job["spec"], self._owned_pods(job)
+        active = [p for p in pods if _pod_active(p)]
+        if spec.get("completions") is None:  # a work queue: once one pod succeeded, the others only finish
+            wanted = len(active) if status.get("succeeded") else spec["parallelism"]
+        else:
+            wanted = max(0, min(spec["parallelism"], spec["completions"] - status.get("succeeded", 0)))
+        if len(active) > wanted:
+            self._delete_job_pods(job, _deletion_order(active)[:len(active) - wanted])
+            return
+        waiting_for_terminating = spec["podReplacementPolicy"] == "Failed" and any(map(_pod_terminating, pods))
+        if len(active) == wanted or time.monotonic() < progress.retry_at or waiting_for_terminating:
+            return
+        for _ in range(wanted - len(active)):
+            pod = self._create_pod(job, f"{job['metadata']['name']}-")
+            self._event(job, "Normal", "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}",
+                        component="job-controller")
+
+    def _delete_job_pods(self, job: dict, pods: list[dict]) -> None:
+        for pod in pods:
+            self._terminate_pod(pod)
+            self._event(job, "Normal", "SuccessfulDelete", f"Deleted pod: {pod['metadata']['name']}",
+                        component="job-controller")
+
+    def _finish_job(self, job: dict, status: dict, ending: dict) -> None:
+        """Once no pod of the job is left running: the terminal condition, after the one that decided it."""
+        if ending["type"] == "SuccessCriteriaMet":
+            status["completionTime"] = _now()
+            _set_condition(status, _job_condition(None, "Complete", True, ending["reason"], ending["message"]))
+            self._event(job, "Normal", "Completed", "Job completed", component="job-controller")
+        else:
+            _set_condition(status, _job_condition(None, "Failed", True, ending["reason"], ending["message"]))
+            self._event(job, "Warning", ending["reason"], ending["message"], component="job-controller")
+
+    def _write_job_status(self, job: dict, status: dict) -> None:
+        pods = self._owned_pods(job)
+        active = [p for p in pods if _pod_active(p)]
+        _set_count(status, "active", len(active))
+        status.update(ready=sum(map(pod_ready, active)), terminating=sum(map(_pod_terminating, pods)),
+                      uncountedTerminatedPods={})
+        if status != job.get("status"):
+            job["status"] = status
+            self._touch(job)
+
+    def _expire_job(self, job: dict, status: dict) -> None:
+        """The TTL-after-finished controller: a finished job goes, with its pods, ``ttlSecondsAfterFinished``
+        after it finished."""
+        ttl = job["spec"].get("ttlSecondsAfterFinished")
+        if ttl is not None and _age(_terminal_condition(status)["lastTransitionTime"]) >= ttl:
+            self._remove(KINDS["jobs"], job, "Foreground")
+
     def _event(self, obj: dict, event_type: str, reason: str, message: str, *, component: str = "kubelet",
                field_path: str | None = None) -> None:
         """Record an event about ``obj``; a repeat of the same one counts up."""
@@ -1743,7 +2036,7 @@ class KubernetesStandIn:
                     return f'0/1 nodes are available: persistentvolumeclaim "{claim}" not found.'
             used: dict[str, Decimal] = {}
             for other in self._store["pods"].values():
-                if other["spec"].get("nodeName") == NODE_NAME and other is not pod:
+                if other["spec"].get("nodeName") == NODE_NAME and other is not pod and not _pod_finished(other):
                     for name, amount in pod_requests(other["spec"]).items():
                         used[name] = used.get(name, Decimal(0)) + amount
             short = sorted(("Too many pods" if name == "pods" else f"Insufficient {name}")
@@ -1769,6 +2062,7 @@ class KubernetesStandIn:
         with self._lock:
             pod = self._pod(uid)
             if pod is not None:
+                self._record_pod_end(pod)  # what the job-tracking finalizer ensures: its job counts it first
                 del self._store["pods"][self._key(pod)]
             self._workers.pop(uid, None)
 
@@ -1805,6 +2099,15 @@ def _resource(method: str, path: str) -> tuple[Kind, str | None, str | None, str
     return kind, namespace, name, sub
 
 
+def _propagation(kind: Kind, options: dict, query: dict) -> str:
+    """A DELETE's propagation: ``propagationPolicy``, else the deprecated ``orphanDependents``, else the kind's."""
+    policy = options.get("propagationPolicy") or query.get("propagationPolicy")
+    orphan = options.get("orphanDependents", query.get("orphanDependents"))
+    if not policy and orphan is not None:
+        policy = "Orphan" if orphan in (True, "true") else "Background"
+    return policy or kind.default_propagation
+
+
 def _scaled(value: int | str, replicas: int, round_up: bool) -> int:
     if isinstance(value, int):
         return value
@@ -1816,6 +2119,56 @@ def _deletion_order(pods: list[dict]) -> list[dict]:
     """Not-ready pods first, then the newest."""
     newest_first = sorted(pods, key=lambda p: p["metadata"]["creationTimestamp"], reverse=True)
     return sorted(newest_first, key=pod_ready)
+
+
+def _find_condition(status: dict, kind: str) -> dict | None:
+    return next((c for c in status.get("conditions") or [] if c["type"] == kind), None)
+
+
+def _set_condition(status: dict, condition: dict) -> None:
+    conditions = [c for c in status.get("conditions") or [] if c["type"] != condition["type"]]
+    status["conditions"] = conditions + [condition]
+
+
+def _terminal_condition(status: dict) -> dict | None:
+    """A finished job's Complete or Failed condition."""
+    return next((c for c in status.get("conditions") or [] if c["type"] in ("Complete", "Failed")
+                 and c["status"] == "True"), None)
+
+
+def _set_count(status: dict, key: str, count: int) -> None:
+    """A job status counter, omitted at zero."""
+    status.pop(key, None)
+    if count:
+        status[key] = count
+
+
+def _job_condition(previous: dict | None, kind: str, status: bool, reason: str, message: str) -> dict:
+    condition = _condition(previous, kind, status, reason, message)
+    return {**condition, "lastProbeTime": _now()}
+
+
+def _job_verdict(spec: dict, status: dict, active: list[dict]) -> tuple[str, str, str] | None:
+    """(condition, reason, message) when the job has failed or succeeded, in the job controller's order."""
+    if status.get("failed", 0) > spec["backoffLimit"] or _restarts_past_limit(spec, active):
+        return "FailureTarget", "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+    deadline = spec.get("activeDeadlineSeconds")
+    if deadline is not None and status.get("startTime") and not spec["suspend"] \
+            and _age(status["startTime"]) >= deadline:
+        return "FailureTarget", "DeadlineExceeded", "Job was active longer than specified deadline"
+    succeeded, completions = status.get("succeeded", 0), spec.get("completions")
+    if not active and (succeeded > 0 if completions is None else succeeded >= completions):
+        return "SuccessCriteriaMet", "CompletionsReached", "Reached expected number of succeeded pods"
+    return None
+
+
+def _restarts_past_limit(spec: dict, active: list[dict]) -> bool:
+    """With ``restartPolicy: OnFailure`` the restarts in the active pods count toward the backoff limit."""
+    if spec["template"]["spec"]["restartPolicy"] != "OnFailure":
+        return False
+    restarts = sum(container.get("restartCount", 0) for pod in active
+                   for container in pod["status"].get("containerStatuses") or [])
+    return restarts > 0 if spec["backoffLimit"] == 0 else restarts >= spec["backoffLimit"]
 
 
 def _container_port(containers: list[dict], port: int | str) -> int | None:
@@ -1875,6 +2228,7 @@ class _Container:
     started_raw: str | None = None  # the engine's StartedAt of the run being watched
     handled_exit: str | None = None  # the engine's FinishedAt of the last exit dealt with
     last_terminated: dict | None = None
+    terminated: dict | None = None  # the end of a container that will not run again (restartPolicy)
     restarts: int = 0
     retry_at: float = 0.0
     backoff: float = BACKOFF_FIRST
@@ -1885,8 +2239,12 @@ class _Container:
         return self.spec["name"]
 
     @property
+    def running(self) -> bool:
+        return self.waiting is None and self.terminated is None
+
+    @property
     def ready(self) -> bool:
-        return self.waiting is None and (self.readiness is None or self.readiness.passing)
+        return self.running and (self.readiness is None or self.readiness.passing)
 
     def back_off(self, waiting: dict) -> None:
         self.waiting = waiting
@@ -1896,7 +2254,9 @@ class _Container:
 
 class _PodWorker(threading.Thread):
     """One pod on the node: scheduling, volumes, the pause container, the pod's containers with pulls,
-    restarts and readiness probes, and its status; everything goes when the pod is deleted."""
+    restarts (per restartPolicy) and readiness probes, and its status; once no container will run again the
+    pod is Succeeded or Failed and its sandbox stops, its containers stay (for their logs); everything goes
+    when the pod is deleted."""
 
     def __init__(self, standin: KubernetesStandIn, pod: dict):
         meta = pod["metadata"]
@@ -1913,6 +2273,7 @@ class _PodWorker(threading.Thread):
         self.pod_ip = ""
         self.host_ports: dict[int, int] = {}
         self.start_time: str | None = None
+        self.finished = False
 
     def run(self) -> None:
         try:
@@ -1920,6 +2281,8 @@ class _PodWorker(threading.Thread):
                 while not self._ending():
                     for container in self.containers:
                         self._step(container)
+                    if not self.finished and self._phase() in FINISHED_PHASES:
+                        self._stop_sandbox()
                     self._publish()
                     self.standin._stopping.wait(TICK)
         except Exception:  # the pod must end somewhere, whatever went wrong
@@ -2047,6 +2410,12 @@ class _PodWorker(threading.Thread):
                            for key, bindings in (network.get("Ports") or {}).items() if bindings}
         return True
 
+    def _stop_sandbox(self) -> None:
+        """The pod is over: the kubelet stops the pause container; the others are kept with their logs."""
+        self.finished = True
+        with suppress(APIError):
+            self.docker.kill(self.pause)
+
     def _labels(self, container: str) -> dict[str, str]:
         return {LABEL: self.standin.instance_id, f"{LABEL}.pod": self.uid, "io.kubernetes.pod.name": self.pod_name,
                 "io.kubernetes.pod.namespace": self.namespace, "io.kubernetes.container.name": container}
@@ -2054,6 +2423,8 @@ class _PodWorker(threading.Thread):
     # containers
 
     def _step(self, container: _Container) -> None:
+        if container.terminated:
+            return
         if container.docker_id is None:
             if time.monotonic() >= container.retry_at:
                 self._create(container)
@@ -2091,8 +2462,12 @@ class _PodWorker(threading.Thread):
         self._probe(container)
 
     def _exited(self, container: _Container, terminated: dict) -> None:
-        container.last_terminated = terminated
         container.started_raw = None
+        policy = self.spec.get("restartPolicy", "Always")
+        if policy == "Never" or (policy == "OnFailure" and terminated["exitCode"] == 0):
+            container.terminated = terminated
+            return
+        container.last_terminated = terminated
         container.back_off({"reason": "CrashLoopBackOff", "message": f"back-off {int(container.backoff)}s restarting "
                             f"failed container={container.name} pod={self.pod_name}_{self.namespace}({self.uid})"})
         self._event("Warning", "BackOff", f"Back-off restarting failed container {container.name} in pod "
@@ -2247,16 +2622,27 @@ class _PodWorker(threading.Thread):
     def _publish(self) -> None:
         self.standin._write_pod_status(self.uid, self._status)
 
+    def _phase(self) -> str:
+        """The kubelet's phase rule: over once no container will run again, Running once each has started."""
+        if all(c.terminated for c in self.containers):
+            return "Succeeded" if all(c.terminated["exitCode"] == 0 for c in self.containers) else "Failed"
+        started = all(c.started_at or c.last_terminated or c.terminated for c in self.containers)
+        return "Running" if started else "Pending"
+
     def _status(self, old: dict) -> dict:
         previous = {c["type"]: c for c in old.get("conditions") or []}
+        phase = self._phase()
         unready = [c.name for c in self.containers if not c.ready]
-        why = ("ContainersNotReady", f"containers with unready status: [{' '.join(unready)}]") if unready else ()
-        holds = {"PodReadyToStartContainers": (self.pause is not None,), "Initialized": (True,),
-                 "Ready": (not unready, *why), "ContainersReady": (not unready, *why), "PodScheduled": (True,)}
+        if phase in FINISHED_PHASES:
+            why = ("PodCompleted" if phase == "Succeeded" else "PodFailed",)
+        else:
+            why = ("ContainersNotReady", f"containers with unready status: [{' '.join(unready)}]") if unready else ()
+        holds = {"PodReadyToStartContainers": (self.pause is not None and not self.finished,),
+                 "Initialized": (True,), "Ready": (not unready, *why), "ContainersReady": (not unready, *why),
+                 "PodScheduled": (True,)}
         conditions = [_condition(previous.get(kind), kind, *state) for kind, state in holds.items()]
-        started = all(c.started_at or c.last_terminated for c in self.containers)  # the kubelet's phase rule
-        status = {"phase": "Running" if started else "Pending",
-                  "conditions": conditions, "hostIP": self.standin.node_ip, "hostIPs": [{"ip": self.standin.node_ip}],
+        status = {"phase": phase, "conditions": conditions,
+                  "hostIP": self.standin.node_ip, "hostIPs": [{"ip": self.standin.node_ip}],
                   "startTime": self.start_time, "qosClass": qos_class(self.spec),
                   "containerStatuses": [self._container_status(c) for c in self.containers]}
         if self.pod_ip:
@@ -2264,10 +2650,14 @@ class _PodWorker(threading.Thread):
         return status
 
     def _container_status(self, container: _Container) -> dict:
-        state = {"waiting": dict(container.waiting)} if container.waiting \
-            else {"running": {"startedAt": container.started_at}}
+        if container.terminated:
+            state = {"terminated": dict(container.terminated)}
+        elif container.waiting:
+            state = {"waiting": dict(container.waiting)}
+        else:
+            state = {"running": {"startedAt": container.started_at}}
         status = {"name": container.name, "image": container.spec["image"], "imageID": container.image_id,
-                  "ready": container.ready, "restartCount": container.restarts, "started": container.waiting is None,
+                  "ready": container.ready, "restartCount": container.restarts, "started": container.running,
                   "state": state, "lastState": {"terminated": container.last_terminated} if container.last_terminated
                   else {}}
         if container.docker_id:
@@ -2277,7 +2667,7 @@ class _PodWorker(threading.Thread):
     def _teardown(self) -> None:
         for container in self.containers:
             if container.docker_id:
-                if not self.standin._stopping.is_set():
+                if not self.standin._stopping.is_set() and not container.terminated:
                     self._event("Normal", "Killing", f"Stopping container {container.name}", container)
                 remove_container(self.docker, container.docker_id)
         if self.pause:

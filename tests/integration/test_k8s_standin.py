@@ -34,6 +34,7 @@ class Api:
     apps: client.AppsV1Api
     core: client.CoreV1Api
     networking: client.NetworkingV1Api
+    batch: client.BatchV1Api
 
 
 def _api(endpoint: str, token: str | None) -> Api:
@@ -42,7 +43,8 @@ def _api(endpoint: str, token: str | None) -> Api:
     if token is not None:
         configuration.api_key = {"authorization": f"Bearer {token}"}
     api_client = client.ApiClient(configuration)
-    return Api(client.AppsV1Api(api_client), client.CoreV1Api(api_client), client.NetworkingV1Api(api_client))
+    return Api(client.AppsV1Api(api_client), client.CoreV1Api(api_client), client.NetworkingV1Api(api_client),
+               client.BatchV1Api(api_client))
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +64,8 @@ def namespace(api):
     yield name
     for deployment in api.apps.list_namespaced_deployment(name).items:
         api.apps.delete_namespaced_deployment(deployment.metadata.name, name)
+    for job in api.batch.list_namespaced_job(name).items:
+        api.batch.delete_namespaced_job(job.metadata.name, name, propagation_policy="Background")
     for lister, deleter in [
         (api.networking.list_namespaced_ingress, api.networking.delete_namespaced_ingress),
         (api.core.list_namespaced_service, api.core.delete_namespaced_service),
@@ -70,6 +74,8 @@ def namespace(api):
     ]:
         for obj in lister(name).items:
             deleter(obj.metadata.name, name)
+    for pod in api.core.list_namespaced_pod(name).items:  # orphans
+        api.core.delete_namespaced_pod(pod.metadata.name, name)
     _wait("the namespace's pods to go", lambda: not api.core.list_namespaced_pod(name).items)
 
 
@@ -191,12 +197,14 @@ CRUD_CASES = [
                                                       "resources": {"requests": {"storage": "1Gi"}}}}),
     Case("ingress", "networking", {"spec": {"rules": [{"host": "x.example.test", "http": {"paths": [
         {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "x", "port": {"number": 80}}}}]}}]}}),
+    Case("job", "batch", {"spec": {"suspend": True, "template": {"spec": {
+        "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox:1"}]}}}}),
 ]
 
 
 @pytest.mark.parametrize("case", CRUD_CASES, ids=[case.singular for case in CRUD_CASES])
 def test_create_read_replace_patch_list_delete(api, namespace, case):
-    group = {"apps": api.apps, "core": api.core, "networking": api.networking}[case.group]
+    group = {"apps": api.apps, "core": api.core, "networking": api.networking, "batch": api.batch}[case.group]
 
     def call(verb: str, *args, **kwargs):
         return getattr(group, f"{verb}_namespaced_{case.singular}")(*args, **kwargs)
@@ -561,3 +569,279 @@ def test_stop_removes_every_container_volume_and_port(docker_client, base_image)
     for port in (int(standin.endpoint.rsplit(":", 1)[1]), standin.ingress_port, node_port):
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+# jobs
+
+
+def _job(name: str, containers: list[dict], restart_policy: str | None = "Never", **spec) -> dict:
+    pod = {"containers": containers, **({"restartPolicy": restart_policy} if restart_policy else {}),
+           **spec.pop("pod", {})}
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"template": {"spec": pod}, **spec}}
+
+
+def _finished(api: Api, namespace: str, name: str, timeout: float = 30):
+    """The job once it has its Complete or Failed condition."""
+    def check():
+        job = api.batch.read_namespaced_job(name, namespace)
+        ended = [c for c in job.status.conditions or [] if c.type in ("Complete", "Failed") and c.status == "True"]
+        return job if ended else None
+
+    return _wait(f"job {name} to finish", check, timeout)
+
+
+def _conditions(job) -> list[tuple[str, str, str]]:
+    return [(c.type, c.status, c.reason) for c in job.status.conditions or []]
+
+
+def _job_pods(api: Api, namespace: str, job: str) -> list:
+    pods = api.core.list_namespaced_pod(namespace, label_selector=f"batch.kubernetes.io/job-name={job}").items
+    return sorted(pods, key=lambda pod: (pod.metadata.creation_timestamp, pod.metadata.name))
+
+
+def _running_pod(api: Api, namespace: str, job: str):
+    def check():
+        return next((p for p in _job_pods(api, namespace, job) if not p.metadata.deletion_timestamp
+                     and p.status.container_statuses and p.status.container_statuses[0].state.running), None)
+
+    return _wait(f"a running pod of job {job}", check)
+
+
+def _job_events(api: Api, namespace: str, job: str) -> set[tuple[str, str, str]]:
+    events = api.core.list_namespaced_event(namespace,
+                                            field_selector=f"involvedObject.name={job},involvedObject.kind=Job")
+    return {(e.type, e.reason, e.message) for e in events.items}
+
+
+def _pod_containers(docker_client, pod) -> list:
+    return docker_client.containers(all=True, filters={"label": f"{LABEL}.pod={pod.metadata.uid}"})
+
+
+def _valid(api: Api, obj) -> None:
+    kubernetes_validate.validate(api.batch.api_client.sanitize_for_serialization(obj), "1.36.0", strict=True)
+
+
+def test_a_job_runs_to_completion_and_keeps_its_pod_and_log(api, namespace, base_image):
+    api.batch.create_namespaced_job(namespace, _job("done", [_container(base_image, script="echo computed")]))
+
+    job = _finished(api, namespace, "done")
+    status = job.status
+    assert (status.succeeded, status.failed, status.active, status.ready, status.terminating) == (1, None, None, 0, 0)
+    assert _conditions(job) == [("SuccessCriteriaMet", "True", "CompletionsReached"),
+                                ("Complete", "True", "CompletionsReached")]
+    assert job.status.conditions[1].message == "Reached expected number of succeeded pods"
+    assert status.completion_time >= status.start_time
+    [pod] = _job_pods(api, namespace, "done")
+    assert pod.metadata.name.startswith("done-") and len(pod.metadata.name) == len("done-") + 5
+    owner = pod.metadata.owner_references[0]
+    assert (owner.kind, owner.name, owner.uid, owner.controller) == ("Job", "done", job.metadata.uid, True)
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert (pod.status.phase, terminated.exit_code, terminated.reason) == ("Succeeded", 0, "Completed")
+    assert terminated.started_at <= terminated.finished_at
+    assert _log(api, namespace, pod.metadata.name) == "computed\n", "the finished pod keeps its container"
+    assert _job_events(api, namespace, "done") == {
+        ("Normal", "SuccessfulCreate", f"Created pod: {pod.metadata.name}"), ("Normal", "Completed", "Job completed")}
+    for obj in (job, pod):
+        _valid(api, obj)
+
+
+def test_a_failing_job_is_retried_until_its_backoff_limit(api, namespace, base_image):
+    api.batch.create_namespaced_job(namespace, _job("fails", [_container(base_image, script="echo trying; exit 3")],
+                                                    backoffLimit=1))
+
+    job = _finished(api, namespace, "fails")
+    assert (job.status.failed, job.status.succeeded, job.status.completion_time) == (2, None, None)
+    assert _conditions(job) == [("FailureTarget", "True", "BackoffLimitExceeded"),
+                                ("Failed", "True", "BackoffLimitExceeded")]
+    assert job.status.conditions[1].message == "Job has reached the specified backoff limit"
+    pods = _job_pods(api, namespace, "fails")
+    assert [p.status.phase for p in pods] == ["Failed", "Failed"], "Never: a new pod for each attempt"
+    for pod in pods:
+        status = pod.status.container_statuses[0]
+        assert (status.state.terminated.exit_code, status.state.terminated.reason) == (3, "Error")
+        assert (status.restart_count, status.last_state.terminated) == (0, None)
+        assert _log(api, namespace, pod.metadata.name) == "trying\n"
+    assert ("Warning", "BackoffLimitExceeded", "Job has reached the specified backoff limit") \
+        in _job_events(api, namespace, "fails")
+    _valid(api, job)
+
+
+def test_on_failure_restarts_the_container_in_its_pod_and_counts_the_restarts(api, namespace, base_image):
+    api.batch.create_namespaced_job(namespace, _job("flaky", [_container(base_image, script="exit 1")],
+                                                    restart_policy="OnFailure", backoffLimit=1))
+
+    job = _finished(api, namespace, "flaky")
+    assert _conditions(job)[-1] == ("Failed", "True", "BackoffLimitExceeded")
+    assert job.status.failed == 1, "the pod deleted when the job failed counts as failed"
+    assert _job_pods(api, namespace, "flaky") == [], "the failed job's active pod is deleted"
+    [message] = [m for _, reason, m in _job_events(api, namespace, "flaky") if reason == "SuccessfulCreate"]
+    pod = message.removeprefix("Created pod: ")
+    assert ("Normal", "SuccessfulDelete", f"Deleted pod: {pod}") in _job_events(api, namespace, "flaky")
+    assert any(e.reason == "BackOff" for e in _events(api, namespace, pod)), "restarted in the same pod"
+
+
+def test_a_job_past_its_active_deadline_is_stopped_and_its_containers_removed(api, namespace, base_image,
+                                                                             docker_client):
+    api.batch.create_namespaced_job(namespace, _job("slow", [_container(base_image, script="exec sleep 60")],
+                                                    activeDeadlineSeconds=2))
+    pod = _running_pod(api, namespace, "slow")
+    assert _pod_containers(docker_client, pod)
+
+    job = _finished(api, namespace, "slow")
+    assert _conditions(job) == [("FailureTarget", "True", "DeadlineExceeded"), ("Failed", "True", "DeadlineExceeded")]
+    assert job.status.conditions[1].message == "Job was active longer than specified deadline"
+    assert (job.status.active, job.status.failed) == (None, 1)
+    assert _job_pods(api, namespace, "slow") == []
+    assert _pod_containers(docker_client, pod) == []
+
+
+def test_a_finished_job_goes_with_its_pods_after_its_ttl(api, namespace, base_image):
+    api.batch.create_namespaced_job(namespace, _job("brief", [_container(base_image, script="true")],
+                                                    ttlSecondsAfterFinished=0))
+
+    _wait("its pod", lambda: _job_pods(api, namespace, "brief"))
+
+    def gone() -> bool:
+        jobs = [job.metadata.name for job in api.batch.list_namespaced_job(namespace).items]
+        return "brief" not in jobs and not _job_pods(api, namespace, "brief")
+
+    _wait("the finished job and its pod to go", gone)
+    assert ("Normal", "Completed", "Job completed") in _job_events(api, namespace, "brief")
+
+
+def test_deleting_a_job_takes_its_pods_only_with_a_propagation_policy(api, namespace, base_image, docker_client):
+    for name in ("taken", "orphaned"):
+        api.batch.create_namespaced_job(namespace, _job(name, [_container(base_image, script="exec sleep 60")]))
+    taken, first = _running_pod(api, namespace, "taken"), _running_pod(api, namespace, "orphaned")
+
+    api.core.delete_namespaced_pod(first.metadata.name, namespace)
+    replacement = _running_pod(api, namespace, "orphaned")
+    assert replacement.metadata.name != first.metadata.name, "the job controller replaces a deleted pod"
+    assert api.batch.read_namespaced_job("orphaned", namespace).status.failed == 1, "counted as failed"
+
+    api.batch.delete_namespaced_job("taken", namespace, propagation_policy="Background")
+    _wait("the pod of the deleted job to go", lambda: not _job_pods(api, namespace, "taken"))
+    assert _pod_containers(docker_client, taken) == []
+
+    api.batch.delete_namespaced_job("orphaned", namespace)
+    with pytest.raises(ApiException) as deleted:
+        api.batch.read_namespaced_job("orphaned", namespace)
+    assert deleted.value.status == 404
+    time.sleep(1)  # a few controller ticks
+    [orphan] = [p for p in _job_pods(api, namespace, "orphaned") if not p.metadata.deletion_timestamp]
+    assert orphan.metadata.name == replacement.metadata.name, "batch/v1 orphans the pods by default"
+    assert orphan.metadata.owner_references is None and orphan.status.phase == "Running"
+    assert [c["State"] for c in _pod_containers(docker_client, orphan)] == ["running", "running"]
+
+
+def test_a_job_wanting_more_gpus_than_the_node_has_stays_pending(api, namespace, base_image):
+    api.batch.create_namespaced_job(namespace, _job("greedy", [_container(
+        base_image, script="true", resources={"limits": {GPU: "4"}})]))
+
+    pod = _wait("a scheduling verdict", lambda: next(
+        (p for p in _job_pods(api, namespace, "greedy") if p.status.conditions), None))
+    expected = f"0/1 nodes are available: 1 Insufficient {GPU}."
+    scheduled = pod.status.conditions[0]
+    assert (pod.status.phase, scheduled.type, scheduled.status, scheduled.reason, scheduled.message) \
+        == ("Pending", "PodScheduled", "False", "Unschedulable", expected)
+    assert [(e.type, e.reason, e.message) for e in _events(api, namespace, pod.metadata.name)] \
+        == [("Warning", "FailedScheduling", expected)]
+    job = api.batch.read_namespaced_job("greedy", namespace)
+    assert (job.status.active, job.status.ready, job.status.conditions) == (1, 0, None)
+
+
+def test_a_new_job_gets_the_generated_selector_and_labels_and_the_defaults(api, namespace, base_image):
+    body = _job("", [_container(base_image, script="true")], suspend=True)
+    body["metadata"] = {"generateName": "gen-"}
+    body["spec"]["template"]["metadata"] = {"labels": {"app": "gen"}}
+    created = api.batch.create_namespaced_job(namespace, body)
+    name, uid, spec = created.metadata.name, created.metadata.uid, created.spec
+    assert name.startswith("gen-") and len(name) == len("gen-") + 5
+    assert (spec.completions, spec.parallelism, spec.backoff_limit, spec.completion_mode, spec.suspend,
+            spec.pod_replacement_policy, spec.manual_selector) == (1, 1, 6, "NonIndexed", True, "TerminatingOrFailed",
+                                                                   None)
+    assert spec.selector.to_dict() == {"match_labels": {"batch.kubernetes.io/controller-uid": uid},
+                                       "match_expressions": None}
+    generated = {"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": name,
+                 "controller-uid": uid, "job-name": name}
+    assert spec.template.metadata.labels == {"app": "gen", **generated}
+    assert created.metadata.labels == spec.template.metadata.labels, "a job without labels takes its template's"
+    assert spec.template.spec.containers[0].image_pull_policy == "IfNotPresent"
+
+    suspended = _wait("the Suspended condition", lambda: (
+        job := api.batch.read_namespaced_job_status(name, namespace)).status.conditions and job)
+    assert _conditions(suspended) == [("Suspended", "True", "JobSuspended")]
+    assert suspended.status.start_time is None and _job_pods(api, namespace, name) == []
+    everywhere = api.batch.list_job_for_all_namespaces(label_selector=f"job-name={name}").items
+    here = api.batch.list_namespaced_job(namespace, label_selector="app=gen").items
+    assert [j.metadata.name for j in everywhere] == [j.metadata.name for j in here] == [name]
+    with pytest.raises(ApiException) as negative:
+        api.batch.patch_namespaced_job_status(name, namespace, {"status": {"failed": -1}})
+    assert "status.failed: Invalid value: -1: must be greater than or equal to 0" in _status(negative.value)["message"]
+
+    api.batch.patch_namespaced_job(name, namespace, {"spec": {"suspend": False}})
+    job = _finished(api, namespace, name)
+    assert _conditions(job) == [("Suspended", "False", "JobResumed"),
+                                ("SuccessCriteriaMet", "True", "CompletionsReached"),
+                                ("Complete", "True", "CompletionsReached")]
+    assert {reason for _, reason, _ in _job_events(api, namespace, name)} \
+        == {"Suspended", "Resumed", "SuccessfulCreate", "Completed"}
+    assert [p.metadata.labels for p in _job_pods(api, namespace, name)] == [{"app": "gen", **generated}]
+
+    groups = client.ApisApi(api.batch.api_client).get_api_versions().groups
+    assert {g.name: g.preferred_version.group_version for g in groups}["batch"] == "batch/v1"
+    resources = {r.name: r.verbs for r in api.batch.get_api_resources().resources}
+    assert set(resources["jobs"]) >= {"create", "delete", "get", "list", "patch", "update"}
+    assert resources["jobs/status"] == ["get", "patch", "update"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda pod, spec: pod.update(restartPolicy="Always"),
+     'spec.template.spec.restartPolicy: Required value: valid values: "OnFailure", "Never"'),
+    (lambda pod, spec: pod.pop("restartPolicy"),
+     'spec.template.spec.restartPolicy: Required value: valid values: "OnFailure", "Never"'),
+    (lambda pod, spec: pod.update(restartPolicy="Sometimes"),
+     'restartPolicy: Unsupported value: "Sometimes": supported values: "OnFailure", "Never"'),
+    (lambda pod, spec: spec.update(retries=3), "spec.retries: field not declared in schema"),
+    (lambda pod, spec: spec.update(backoffLimit=-1),
+     "spec.backoffLimit: Invalid value: -1: must be greater than or equal to 0"),
+    (lambda pod, spec: spec.update(activeDeadlineSeconds=-5),
+     "spec.activeDeadlineSeconds: Invalid value: -5: must be greater than or equal to 0"),
+    (lambda pod, spec: spec.update(selector={"matchLabels": {"app": "bad"}}), "`selector` not auto-generated"),
+    (lambda pod, spec: spec.update(completionMode="Indexed", completions=2),
+     "spec.completionMode: Forbidden: Indexed jobs are not modelled by the Kubernetes stand-in"),
+], ids=["always", "no-restart-policy", "unknown-restart-policy", "unknown-field", "backoff-limit", "deadline",
+        "own-selector", "indexed"])
+def test_invalid_jobs_are_422(api, namespace, base_image, change, message):
+    body = _job("bad", [_container(base_image)])
+    change(body["spec"]["template"]["spec"], body["spec"])
+    with pytest.raises(ApiException) as invalid:
+        api.batch.create_namespaced_job(namespace, body)
+    status = _status(invalid.value)
+    assert (invalid.value.status, status["reason"], status["details"]["kind"]) == (422, "Invalid", "Job")
+    assert status["message"].startswith('Job.batch "bad" is invalid: ') and message in status["message"], \
+        status["message"]
+    assert api.batch.list_namespaced_job(namespace).items == []
+
+
+def test_a_jobs_template_selector_and_completions_are_immutable(api, namespace, base_image):
+    body = _job("fixed", [_container(base_image)], suspend=True)
+    api.batch.create_namespaced_job(namespace, body)
+    for patch, field_path in [
+        ({"spec": {"template": {"spec": {"containers": [_container(base_image, script="exit 0")]}}}}, "spec.template"),
+        ({"spec": {"selector": {"matchLabels": {"job-name": "fixed"}}}}, "spec.selector"),
+        ({"spec": {"completions": 3}}, "spec.completions"),
+    ]:
+        with pytest.raises(ApiException) as immutable:
+            api.batch.patch_namespaced_job("fixed", namespace, patch)
+        message = _status(immutable.value)["message"]
+        assert immutable.value.status == 422 and message.startswith(f'Job.batch "fixed" is invalid: {field_path}: '
+                                                                    "Invalid value: ") and message.endswith(
+            ": field is immutable"), message
+    with pytest.raises(ApiException) as original:
+        api.batch.replace_namespaced_job("fixed", namespace, body)
+    assert "spec.template: Invalid value: " in _status(original.value)["message"], "without the generated labels"
+
+    patched = api.batch.patch_namespaced_job("fixed", namespace, {"spec": {"parallelism": 2, "backoffLimit": 0}})
+    assert (patched.spec.parallelism, patched.spec.backoff_limit, patched.metadata.generation) == (2, 0, 2)
