@@ -11,7 +11,8 @@ One HTTP server on 127.0.0.1 (``endpoint``) answers the JSON REST API as kube-ap
   status. Deleting a Job without ``propagationPolicy`` orphans its pods, as batch/v1 does by default: they
   stay, without their ownerReferences; other kinds take their dependents with them (Background).
 * ``v1`` pods: read, list, delete, and ``/log`` (``container``, ``tailLines``, ``timestamps``, ``sinceSeconds``,
-  ``limitBytes``, ``previous``); ``v1`` nodes: read and list (one node, ``standin-node``).
+  ``limitBytes``, ``previous``, ``follow``: chunked until the container stops); ``v1`` nodes: read and list
+  (one node, ``standin-node``).
 * Lists take ``labelSelector`` (``a=b``, ``a==b``, ``a!=b``, ``a in (x,y)``, ``a notin (x)``, ``a``, ``!a``) and
   ``fieldSelector`` (``path=value`` / ``path!=value`` over any dotted field, e.g. ``involvedObject.name=web-x``);
   ``/api/v1/<plural>`` and ``/apis/{group}/v1/<plural>`` list across namespaces. Any namespace name is accepted
@@ -136,7 +137,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -418,6 +419,11 @@ def _int_param(query: dict[str, str], name: str) -> int | None:
         return int(query[name])
     except ValueError:
         raise bad_request(f"invalid {name} {query[name]!r}: must be an integer") from None
+
+
+def _bool_param(query: dict[str, str], name: str) -> bool:
+    """A boolean query parameter as Go's strconv.ParseBool reads it (the Python client sends ``True``)."""
+    return query.get(name) in ("1", "t", "T", "true", "TRUE", "True")
 
 
 def registry_host(image: str) -> str:
@@ -1276,7 +1282,7 @@ class KubernetesStandIn:
         with self._lock:
             self._requests.append((method, path, copy.deepcopy(body)))
 
-    def _serve(self, method: str, target: str, headers, raw: bytes) -> tuple[int, dict | bytes, str]:
+    def _serve(self, method: str, target: str, headers, raw: bytes) -> tuple[int, dict | bytes | Iterator[bytes], str]:
         split = urlsplit(target)
         path = split.path.rstrip("/") or "/"
         query = {key: values[-1] for key, values in parse_qs(split.query, keep_blank_values=True).items()}
@@ -1292,7 +1298,7 @@ class KubernetesStandIn:
             self._authenticate(headers.get("Authorization") or "")
             content_type = (headers.get("Content-Type") or "").split(";")[0].strip()
             status, answer = self._route(method, path, query, body, content_type)
-            return status, answer, TEXT_TYPE if isinstance(answer, bytes) else JSON_TYPE
+            return status, answer, JSON_TYPE if isinstance(answer, dict) else TEXT_TYPE
         except ApiError as error:
             return error.code, error.body, JSON_TYPE
         except Exception as error:  # a stand-in bug must reach the client as a 500
@@ -1304,13 +1310,14 @@ class KubernetesStandIn:
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.token.encode()):
             raise ApiError(401, "Unauthorized", "Unauthorized")
 
-    def _route(self, method: str, path: str, query: dict, body, content_type: str) -> tuple[int, dict | bytes]:
+    def _route(self, method: str, path: str, query: dict, body,
+               content_type: str) -> tuple[int, dict | bytes | Iterator[bytes]]:
         if method == "GET" and path in self._discovery:
             return 200, self._discovery[path]
         kind, namespace, name, sub = _resource(method, path)
         if name is None:
             if method == "GET":
-                if query.get("watch") in ("true", "1"):
+                if _bool_param(query, "watch"):
                     raise bad_request("watch is not served by the Kubernetes stand-in")
                 return 200, self._list(kind, namespace, query)
             if method == "POST":
@@ -1514,7 +1521,7 @@ class KubernetesStandIn:
         return {"kind": f"{kind.kind}List", "apiVersion": kind.api_version, "metadata": {"resourceVersion": version},
                 "items": items}
 
-    def _pod_log(self, namespace: str, name: str, query: dict) -> bytes:
+    def _pod_log(self, namespace: str, name: str, query: dict) -> bytes | Iterator[bytes]:
         with self._lock:
             pod = self._existing(KINDS["pods"], namespace, name)
             worker = self._workers.get(pod["metadata"]["uid"])
@@ -1529,19 +1536,39 @@ class KubernetesStandIn:
             reason = container.waiting["reason"] if container and container.waiting else "ContainerCreating"
             raise bad_request(f'container "{wanted}" in pod "{name}" is waiting to start: '
                               f'{WAITING_TEXT.get(reason, reason)}')
-        if query.get("previous") == "true" and container.last_terminated is None:
+        if _bool_param(query, "previous") and container.last_terminated is None:
             raise bad_request(f'previous terminated container "{wanted}" in pod "{name}" not found')
-        options = {"stdout": True, "stderr": True, "timestamps": query.get("timestamps") == "true"}
+        options = {"stdout": True, "stderr": True, "timestamps": _bool_param(query, "timestamps")}
         if (tail := _int_param(query, "tailLines")) is not None:
             options["tail"] = tail
         if (since := _int_param(query, "sinceSeconds")) is not None:
             options["since"] = int(time.time()) - since
+        limit = _int_param(query, "limitBytes")
+        if _bool_param(query, "follow"):
+            return self._followed_log(container.docker_id, options, limit)
         try:
             text = self.docker.logs(container.docker_id, **options)
         except DockerNotFound:
             text = b""
-        limit = _int_param(query, "limitBytes")
         return text if limit is None else text[:limit]
+
+    def _followed_log(self, docker_id: str, options: dict, limit: int | None) -> Iterator[bytes]:
+        """``follow=true``: the log as it grows, until the container stops or goes, or ``limitBytes`` is sent."""
+        try:
+            stream = self.docker.logs(docker_id, stream=True, follow=True, **options)
+        except DockerNotFound:
+            return
+        sent = 0
+        try:
+            with suppress(APIError, OSError):  # the engine broke the stream off: the log ends there
+                for chunk in stream:
+                    chunk = chunk if limit is None else chunk[:limit - sent]
+                    sent += len(chunk)
+                    yield chunk
+                    if limit is not None and sent >= limit:
+                        return
+        finally:
+            stream.close()
 
     def _discovery_documents(self) -> dict[str, dict]:
         groups = sorted({kind.group for kind in KINDS.values() if kind.group})
@@ -2126,8 +2153,13 @@ def _find_condition(status: dict, kind: str) -> dict | None:
 
 
 def _set_condition(status: dict, condition: dict) -> None:
-    conditions = [c for c in status.get("conditions") or [] if c["type"] != condition["type"]]
-    status["conditions"] = conditions + [condition]
+    """Replace the condition of that type in place, or add it last."""
+    conditions = status.setdefault("conditions", [])
+    same = [i for i, c in enumerate(conditions) if c["type"] == condition["type"]]
+    if same:
+        conditions[same[0]] = condition
+    else:
+        conditions.append(condition)
 
 
 def _terminal_condition(status: dict) -> dict | None:
@@ -2788,11 +2820,28 @@ class _ApiHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         status, body, content_type = self.server.standin._serve(self.command, self.path, self.headers, raw)
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
+        if not isinstance(body, bytes | dict):
+            self._stream(body)
+            return
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def _stream(self, chunks: Iterator[bytes]) -> None:
+        """A followed log, chunk by chunk as it comes (chunked transfer encoding)."""
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for chunk in chunks:
+                if chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:  # the client went away
+            self.close_connection = True
+        finally:
+            chunks.close()
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle

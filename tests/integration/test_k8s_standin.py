@@ -646,6 +646,18 @@ def test_a_job_runs_to_completion_and_keeps_its_pod_and_log(api, namespace, base
         _valid(api, obj)
 
 
+def test_a_followed_log_comes_as_it_is_written_until_the_container_ends(api, namespace, base_image):
+    talk = _container(base_image, script="echo one; sleep 2; echo two")
+    api.batch.create_namespaced_job(namespace, _job("talk", [talk]))
+    pod = _running_pod(api, namespace, "talk")
+
+    answer = api.core.read_namespaced_pod_log(pod.metadata.name, namespace, follow=True, _preload_content=False)
+    chunks = [(time.monotonic(), chunk) for chunk in answer.stream(1024)]
+    assert b"".join(chunk for _, chunk in chunks) == b"one\ntwo\n"
+    assert chunks[0][1] == b"one\n" and chunks[-1][0] - chunks[0][0] > 0.5, "streamed, not read at the end"
+    assert _finished(api, namespace, "talk").status.succeeded == 1
+
+
 def test_a_failing_job_is_retried_until_its_backoff_limit(api, namespace, base_image):
     api.batch.create_namespaced_job(namespace, _job("fails", [_container(base_image, script="echo trying; exit 3")],
                                                     backoffLimit=1))
