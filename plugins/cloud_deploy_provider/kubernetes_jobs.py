@@ -147,9 +147,11 @@ class KubernetesJobRunner(KubernetesTarget):
             if time.monotonic() >= deadline:
                 self.log(f"job {job.name}: still active {DEADLINE_GRACE_SECONDS} s after its deadline; deleting it")
                 return JobResult("failed", None, _tail(outputs), True, name, job.timeout_seconds)
-            for output in outputs.values():
+            attempts = list(outputs.values())
+            for output in attempts[:-1]:
                 output.forward_until_end(time.monotonic())  # the lines read so far
-            time.sleep(POLL_SECONDS)
+            if not attempts or attempts[-1].forward_until_end(time.monotonic() + POLL_SECONDS):
+                time.sleep(POLL_SECONDS)  # nothing to wait on: no attempt has started, or the last one has ended
 
     def _result(self, job: Job, finished: tuple[str, str, str], pods: list[Any],
                 outputs: dict[str, Output]) -> JobResult:
