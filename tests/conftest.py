@@ -455,6 +455,7 @@ def backendai(docker_client):
 
 
 K8S_NODE_CAPACITY = {"cpu": "16", "memory": "64Gi", "pods": "110", "nvidia.com/gpu": "2"}
+K8S_NODE_LABELS = {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}  # a GKE T4 node
 
 
 @pytest.fixture(scope="session")
@@ -464,7 +465,7 @@ def kubernetes_cluster(docker_client):
 
     from tests.k8s_standin import KubernetesStandIn
 
-    stand_in = KubernetesStandIn(docker_client, node_capacity=K8S_NODE_CAPACITY).start()
+    stand_in = KubernetesStandIn(docker_client, node_capacity=K8S_NODE_CAPACITY, node_labels=K8S_NODE_LABELS).start()
     connection = {"conn_type": "kubernetes", "extra": {"kube_config": json.dumps(stand_in.kubeconfig()), "namespace": "tango"}}
     try:
         with _environment({"AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(connection)}):

@@ -98,7 +98,7 @@ accounts as objects, no CronJobs; pods are made only by deployments and jobs (cr
 405); strategic merge
 patch is applied as a JSON merge patch (RFC 7386: lists such as ``containers`` are replaced whole), JSON
 patch and apply patches are 415; schema and decoding errors are 422 Invalid (the apiserver says 400 for
-some); ``minReadySeconds``, ``paused``, ``nodeSelector``, affinity, taints, init containers, ``envFrom``,
+some); ``minReadySeconds``, ``paused``, affinity, taints, init containers, ``envFrom``,
 ``valueFrom``, liveness and startup probes, grpc probes (they pass), graceful termination (containers are
 killed at once), finalizers, PVC protection, storage classes and capacity, resource limits on the containers
 and extended resources (no devices are given) are not modelled; Foreground deletion behaves as Background;
@@ -106,7 +106,9 @@ PVCs are Bound at creation and their data directory goes with them; restarts reu
 container, so a container's log holds every run and ``previous=true`` answers the same log; back-offs are
 1 s doubling to 10 s (not 10 s to 5 min; for a job's failed pods, not 10 s to 6 min, and counted over all its
 failures rather than the consecutive ones); ``Available`` is ``availableReplicas >= replicas -
-maxUnavailable`` with ready pods counted as available; ``node_capacity`` is laid over the default capacity.
+maxUnavailable`` with ready pods counted as available; ``node_capacity`` is laid over the default capacity
+and ``node_labels`` over the node's default labels, which a pod's ``nodeSelector`` must match ("1 node(s)
+didn't match Pod's node affinity/selector.").
 Jobs: ``completionMode: Indexed`` and ``podFailurePolicy`` are 422 (not modelled), as are ``successPolicy``,
 ``backoffLimitPerIndex`` and ``maxFailedIndexes`` (they need Indexed); the template of a suspended job is as
 immutable as any (no mutable scheduling directives nor resources); pods carry no
@@ -1135,6 +1137,7 @@ class KubernetesStandIn:
 
     ``docker_client`` is a ``docker.APIClient``; ``token`` the bearer token every call needs (made up if None);
     ``node_capacity`` the node's allocatable, laid over ``{"cpu": "8", "memory": "32Gi", "pods": "110"}``;
+    ``node_labels`` its labels, laid over the hostname, os, arch and control-plane ones;
     ``host_root`` where NFS exports and PVC data live (a temporary directory, removed by ``stop``, if None).
 
     After ``start``: ``endpoint`` (``http://127.0.0.1:<port>``), ``ingress_port``, ``node_ip`` (127.0.0.1), and
@@ -1142,10 +1145,12 @@ class KubernetesStandIn:
     """
 
     def __init__(self, docker_client, *, token: str | None = None, node_capacity: dict[str, str] | None = None,
-                 host_root: Path | None = None):
+                 node_labels: dict[str, str] | None = None, host_root: Path | None = None):
         self.docker = docker_client
         self.token = token or secrets.token_urlsafe(32)
         self.node_capacity = {**DEFAULT_CAPACITY, **(node_capacity or {})}
+        self.node_labels = {"kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux",
+                            "node-role.kubernetes.io/control-plane": "", **(node_labels or {})}
         self._capacity = {name: parse_quantity(value) for name, value in self.node_capacity.items()}
         self._own_root = host_root is None
         self.host_root = Path(host_root) if host_root else Path(tempfile.mkdtemp(prefix="k8s-standin-"))
@@ -1600,9 +1605,8 @@ class KubernetesStandIn:
         info, version = self.docker.info(), self.docker.version()
         arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(info.get("Architecture"), info.get("Architecture", "amd64"))
         now = _now()
-        return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": NODE_NAME, "labels": {
-                    "kubernetes.io/hostname": NODE_NAME, "kubernetes.io/os": "linux", "kubernetes.io/arch": arch,
-                    "node-role.kubernetes.io/control-plane": ""}},
+        return {"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/arch": arch, **self.node_labels}},
                 "spec": {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"]},
                 "status": {
                     "capacity": dict(self.node_capacity), "allocatable": dict(self.node_capacity),
@@ -2061,6 +2065,9 @@ class KubernetesStandIn:
                 claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
                 if claim and (namespace, claim) not in self._store["persistentvolumeclaims"]:
                     return f'0/1 nodes are available: persistentvolumeclaim "{claim}" not found.'
+            wanted = pod["spec"].get("nodeSelector") or {}
+            if any(self.node_labels.get(key) != value for key, value in wanted.items()):
+                return "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
             used: dict[str, Decimal] = {}
             for other in self._store["pods"].values():
                 if other["spec"].get("nodeName") == NODE_NAME and other is not pod and not _pod_finished(other):

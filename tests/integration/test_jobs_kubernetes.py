@@ -122,6 +122,16 @@ def test_a_pod_that_cannot_be_scheduled_fails_the_run_at_once_with_the_reason(pr
     assert limits == {"nvidia.com/gpu": "4"}
 
 
+def test_gpu_type_selects_the_nodes_labelled_with_that_gpu(project, kubernetes_cluster, base_image):
+    """The stand-in's node is a GKE T4 node (``cloud.google.com/gke-accelerator: nvidia-tesla-t4``)."""
+    on_t4 = _job(command=["true"], resources={"gpu": 1, "gpu_type": "nvidia-tesla-t4"})
+    assert KubernetesJobRunner(project, log=Log()).run(SPEC, on_t4, base_image).state == "completed"
+
+    on_v100 = _job(command=["true"], resources={"gpu": 1, "gpu_type": "nvidia-tesla-v100"})
+    result = KubernetesJobRunner(project, log=Log()).run(SPEC, on_v100, base_image)
+    assert result.state == "failed" and "didn't match Pod's node affinity/selector" in result.message(), result
+
+
 def test_an_image_that_cannot_be_pulled_fails_the_run_with_the_pull_error(project, kubernetes_cluster):
     result = KubernetesJobRunner(project, log=Log()).run(SPEC, _job(command=["true"]), "127.0.0.1:9/nowhere/job:1")
 

@@ -857,3 +857,23 @@ def test_a_jobs_template_selector_and_completions_are_immutable(api, namespace, 
 
     patched = api.batch.patch_namespaced_job("fixed", namespace, {"spec": {"parallelism": 2, "backoffLimit": 0}})
     assert (patched.spec.parallelism, patched.spec.backoff_limit, patched.metadata.generation) == (2, 0, 2)
+
+
+def test_a_pod_whose_node_selector_the_node_does_not_match_stays_pending(docker_client, base_image):
+    with KubernetesStandIn(docker_client, node_labels={"pool": "gpu"}) as cluster:
+        batch = _api(cluster.endpoint, cluster.token).batch
+        core = _api(cluster.endpoint, cluster.token).core
+        assert core.read_node(NODE_NAME).metadata.labels["pool"] == "gpu"
+        for name, pool in (("fits", "gpu"), ("elsewhere", "cpu")):
+            batch.create_namespaced_job("default", {
+                "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+                "spec": {"template": {"spec": {"restartPolicy": "Never", "nodeSelector": {"pool": pool},
+                                               "containers": [{"name": "c", "image": base_image, "command": ["true"]}]}}}})
+        deadline = time.monotonic() + 30
+        while not (batch.read_namespaced_job("fits", "default").status.succeeded or 0) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert batch.read_namespaced_job("fits", "default").status.succeeded == 1
+        pod = core.list_namespaced_pod("default", label_selector="job-name=elsewhere").items[0]
+        scheduled = next(c for c in pod.status.conditions if c.type == "PodScheduled")
+        assert (pod.status.phase, scheduled.status, scheduled.reason) == ("Pending", "False", "Unschedulable")
+        assert scheduled.message == "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
