@@ -15,15 +15,16 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from typing import Any
 
-from cloud_deploy_provider.accelerators import kubernetes_resources, request_of
+from cloud_deploy_provider.accelerators import request_of
 from cloud_deploy_provider.jobs import JobResult, Output
 from cloud_deploy_provider.settings import SettingsError
 from cloud_deploy_provider.spec import DeploymentSpec, Job
-from cloud_deploy_provider.targets.kubernetes import LABEL_INSTANCE, KubernetesTarget
+from cloud_deploy_provider.targets.kubernetes import LABEL_INSTANCE, KubernetesTarget, resource_block
 
 LABEL_JOB = "cloud-deploy.io/job"
 JOB_CONTAINER = "job"
@@ -42,10 +43,8 @@ _LABEL_KEY = re.compile(
 
 def gpu_type_label() -> str:
     """The node label that names a node's GPU model, which ``resources.gpu_type`` selects on."""
-    import os
-
     value = os.environ.get(GPU_TYPE_LABEL_VARIABLE, "").strip() or DEFAULT_GPU_TYPE_LABEL
-    if not _LABEL_KEY.fullmatch(value) or len(value) > 317:
+    if not _LABEL_KEY.fullmatch(value) or len(value) > 253 + 1 + 63:  # prefix / name
         raise SettingsError(f"{GPU_TYPE_LABEL_VARIABLE}: {value!r} is not a Kubernetes label key")
     return value
 
@@ -211,15 +210,8 @@ class KubernetesJobRunner(KubernetesTarget):
 
 
 def job_resources(job: Job) -> dict[str, Any]:
-    """cpu and memory as requests and limits; GPUs (NVIDIA's device plugin) as limits."""
     wanted = job.resources
-    limits: dict[str, str] = {name: str(count) for name, count in kubernetes_resources(request_of(gpu=wanted.gpu)).items()}
-    requests: dict[str, str] = {}
-    if wanted.cpu:
-        requests["cpu"] = limits["cpu"] = f"{wanted.cpu:g}"
-    if wanted.memory:
-        requests["memory"] = limits["memory"] = f"{wanted.memory}Mi"
-    return {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
+    return resource_block(request_of(gpu=wanted.gpu), wanted.cpu, wanted.memory)
 
 
 def _finished(job: Any) -> tuple[str, str, str] | None:

@@ -20,7 +20,7 @@ from dataclasses import replace
 from functools import cached_property
 from typing import Any, ClassVar
 
-from cloud_deploy_provider.accelerators import kubernetes_resources
+from cloud_deploy_provider.accelerators import AcceleratorRequest, kubernetes_resources
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec, K8s, K8sContainer, K8sPort
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
@@ -192,14 +192,8 @@ class KubernetesTarget:
             request = replace(request, count=container.gpu, shares=None)
         elif not first:
             request = replace(request, count=0, shares=None)
-        limits: dict[str, str] = {name: str(count) for name, count in kubernetes_resources(request).items()}
-        requests: dict[str, str] = {}
         size = spec.deploy.resources
-        if first and size.cpu:
-            requests["cpu"] = limits["cpu"] = f"{size.cpu:g}"
-        if first and size.memory:
-            requests["memory"] = limits["memory"] = f"{size.memory}Mi"
-        return {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
+        return resource_block(request, size.cpu if first else None, size.memory if first else None)
 
     @staticmethod
     def readiness_probe(spec: DeploymentSpec, container: K8sContainer) -> dict[str, Any] | None:
@@ -552,6 +546,17 @@ class KubernetesTarget:
             if error.status != 404:
                 raise KubernetesTargetError(f"kubernetes: delete {kind} {namespace}/{name}: {error.status} "
                                             f"{_api_message(error)}") from None
+
+
+def resource_block(accelerator: AcceleratorRequest, cpu: float | None, memory_mb: int | None) -> dict[str, Any]:
+    """A container's ``resources``: cpu and memory as equal requests and limits, devices as limits."""
+    limits: dict[str, str] = {name: str(count) for name, count in kubernetes_resources(accelerator).items()}
+    requests: dict[str, str] = {}
+    if cpu:
+        requests["cpu"] = limits["cpu"] = f"{cpu:g}"
+    if memory_mb:
+        requests["memory"] = limits["memory"] = f"{memory_mb}Mi"
+    return {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
 
 
 def _container_port(port: K8sPort) -> dict[str, Any]:
