@@ -96,8 +96,15 @@ def test_job_create_writes_a_scheduled_job_for_an_existing_image(tmp_path, monke
     assert [(j["name"], j["cron"]) for j in jobs] == [("score", "@hourly")]
 
     before = spec_file.read_text()
-    for bad in (["--schedule", "61 * * * *"], ["--job-id", "Score!"], ["--image", "UPPER/case:1"], ["--user-id", "a/b"]):
+    for bad in (["--schedule", "61 * * * *"], ["--job-id", "Score!"], ["--image", "UPPER/case:1"], ["--user-id", "a/b"],
+                ["--target", "aws-ecs"]):
         changed = list(args)
-        changed[changed.index(bad[0]) + 1] = bad[1]
+        if bad[0] in changed:
+            changed[changed.index(bad[0]) + 1] = bad[1]
+        else:
+            changed[2:2] = bad
         assert main(changed) == 2
         assert spec_file.read_text() == before, f"{bad} changed nothing"
+
+    assert main(["job", "create", "--target", "kubernetes", *args[2:]]) == 0
+    assert yaml.safe_load(spec_file.read_text())["schedule"]["jobs"][0]["target"] == "kubernetes"
