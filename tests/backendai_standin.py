@@ -75,7 +75,7 @@ import yaml
 from docker.errors import APIError
 from docker.errors import NotFound as DockerNotFound
 
-from tests.standin_common import LoopbackServer, ServiceProxy, ensure_image, remove_container, tcp_ok
+from tests.standin_common import LoopbackServer, RecordingStandIn, ServiceProxy, ensure_image, remove_container, tcp_ok
 
 LOG = logging.getLogger(__name__)
 LABEL = "io.cloud-deploy.standin"
@@ -291,7 +291,7 @@ class _Call:
     args: dict[str, str]
 
 
-class BackendAIStandIn:
+class BackendAIStandIn(RecordingStandIn):
     """A Backend.AI manager + storage proxy + app proxy on 127.0.0.1.
 
     ``docker_client`` is a ``docker.APIClient``; ``registry_auth`` the auth_config used to pull images whose
@@ -349,22 +349,7 @@ class BackendAIStandIn:
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     # inspection
-
-    @property
-    def requests(self) -> list[tuple[str, str, dict | None]]:
-        with self._lock:
-            return list(self._requests)
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
 
     def add_keypair(self) -> tuple[str, str]:
         access_key, secret_key = _new_access_key(), secrets.token_urlsafe(30)
@@ -393,10 +378,6 @@ class BackendAIStandIn:
                 for p in sorted(folder.path.rglob("*")) if p.is_file()}
 
     # dispatch and auth
-
-    def _record(self, method: str, path: str, body: dict | None) -> None:
-        with self._lock:
-            self._requests.append((method, path, copy.deepcopy(body)))
 
     def _dispatch(self, method: str, target: str, headers, raw: bytes) -> tuple[int, dict | list | None, str]:
         split = urlsplit(target)

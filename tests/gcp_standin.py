@@ -61,7 +61,7 @@ from google.cloud import artifactregistry_v1, run_v2
 from google.iam.v1 import policy_pb2
 from google.protobuf import json_format
 
-from tests.standin_common import ServiceProxy, ensure_image, remove_container, tcp_ok
+from tests.standin_common import RecordingStandIn, ServiceProxy, ensure_image, remove_container, tcp_ok
 
 LOG = logging.getLogger(__name__)
 LABEL = "io.cloud-deploy.standin"
@@ -225,7 +225,7 @@ class _Service:
         return f"{self.name}/revisions/{revision}"
 
 
-class GcpStandIn:
+class GcpStandIn(RecordingStandIn):
     """Cloud Run v2 + Artifact Registry v1 + OAuth2 token endpoint on one local port.
 
     ``docker_client`` is a ``docker.APIClient``; ``registry_auth`` the auth_config used to pull images
@@ -292,22 +292,7 @@ class GcpStandIn:
         if self._tmp:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     # inspection
-
-    @property
-    def requests(self) -> list[tuple[str, str]]:
-        with self._lock:
-            return list(self._requests)
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
 
     def service(self, name: str) -> dict | None:
         with self._lock:
@@ -344,8 +329,7 @@ class GcpStandIn:
 
     def _dispatch(self, method: str, target: str, headers, raw: bytes) -> tuple[int, dict]:
         split = urlsplit(target)
-        with self._lock:
-            self._requests.append((method, split.path))
+        self._record(method, split.path)
         try:
             handler, args = self._route(method, split.path)
             if split.path != "/token":

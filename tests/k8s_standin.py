@@ -160,7 +160,7 @@ from docker.utils import parse_repository_tag
 from kubernetes.utils.quantity import parse_quantity
 from referencing import Registry, Resource
 
-from tests.standin_common import LoopbackServer, ServiceProxy, ensure_image, remove_container, tcp_ok
+from tests.standin_common import LoopbackServer, RecordingStandIn, ServiceProxy, ensure_image, remove_container, tcp_ok
 
 LOG = logging.getLogger(__name__)
 LABEL = "io.cloud-deploy.standin"
@@ -1132,7 +1132,7 @@ class _JobProgress:
         return len(self.ends) - self.succeeded
 
 
-class KubernetesStandIn:
+class KubernetesStandIn(RecordingStandIn):
     """A Kubernetes API server with one node (``standin-node``) on 127.0.0.1; pods are containers on the engine.
 
     ``docker_client`` is a ``docker.APIClient``; ``token`` the bearer token every call needs (made up if None);
@@ -1219,22 +1219,7 @@ class KubernetesStandIn:
         if self._own_root:
             shutil.rmtree(self.host_root, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
     # inspection
-
-    @property
-    def requests(self) -> list[tuple[str, str, dict | None]]:
-        with self._lock:
-            return copy.deepcopy(self._requests)
-
-    def clear_requests(self) -> None:
-        with self._lock:
-            self._requests.clear()
 
     def kubeconfig(self) -> dict:
         return {"apiVersion": "v1", "kind": "Config", "preferences": {},
@@ -1282,10 +1267,6 @@ class KubernetesStandIn:
         obj["metadata"]["resourceVersion"] = self._next_version()
 
     # HTTP
-
-    def _record(self, method: str, path: str, body: dict | None) -> None:
-        with self._lock:
-            self._requests.append((method, path, copy.deepcopy(body)))
 
     def _serve(self, method: str, target: str, headers, raw: bytes) -> tuple[int, dict | bytes | Iterator[bytes], str]:
         split = urlsplit(target)

@@ -1,18 +1,54 @@
-"""What the cloud stand-ins share: a per-service reverse proxy on 127.0.0.1, port probes, and
-engine helpers for the containers they run as a cloud's service instances."""
+"""What the cloud stand-ins share: start/stop as a context manager with a record of the requests, a
+per-service reverse proxy on 127.0.0.1, port probes, and engine helpers for the containers they run
+as a cloud's service instances."""
 
 from __future__ import annotations
 
+import copy
 import re
 import socket
 import threading
 from collections.abc import Callable
+from typing import Self
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 from docker.errors import APIError
 from docker.errors import NotFound as DockerNotFound
 from docker.utils import parse_repository_tag
+
+class RecordingStandIn:
+    """A stand-in's lifecycle and request log; subclasses set ``_lock`` and ``_requests`` and define start/stop."""
+
+    _lock: threading.RLock
+    _requests: list[tuple]
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _record(self, *request) -> None:
+        with self._lock:
+            self._requests.append(copy.deepcopy(request))
+
+    @property
+    def requests(self) -> list[tuple]:
+        """What was asked of it, in order: (method, path[, body])."""
+        with self._lock:
+            return copy.deepcopy(self._requests)
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
 
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                         "transfer-encoding", "upgrade"})
