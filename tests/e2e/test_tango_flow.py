@@ -69,6 +69,29 @@ def _wait_for(gateway: httpx.Client, params: dict, final: tuple[str, ...], secon
     return seen
 
 
+def _started(stack, params: dict, sample: str, final: str = "running") -> tuple[httpx.Client, dict, list[str]]:
+    """/start a project copied from ``sample`` and wait until its status is ``final``: the gateway client,
+    the deployment's detail and the status words seen."""
+    _project(stack, **params, sample=sample)
+    gateway = httpx.Client(base_url=stack["gateway"], timeout=30)
+    assert gateway.get("/start", params=params).text == "started"
+    seen = _wait_for(gateway, params, (final, "failed"))
+    detail = gateway.get(f"/deployments/{params['user_id']}/{params['project_id']}").json()
+    assert seen[-1] == final, (seen, detail)
+    print(f"{sample} statuses seen:", " -> ".join(seen))
+    return gateway, detail, seen
+
+
+def _stopped(gateway: httpx.Client, params: dict) -> None:
+    assert gateway.get("/stop", params=params).text == "finished"
+    assert gateway.get("/status_request", params=params).text == "stopped"
+
+
+def _answers(url: str) -> None:
+    answer = httpx.post(f"{url}/predict", json={"features": [5.9, 2.8, 4.3, 1.3]}, timeout=10).json()
+    assert answer["class"] == "versicolor"
+
+
 def _airflow_token(stack) -> str:
     passwords = stack["state"] / "airflow" / "simple_auth_manager_passwords.json.generated"
     password = json.loads(passwords.read_text())["admin"]
@@ -139,21 +162,13 @@ def test_aws_start_status_stop_through_the_gateway(stack, aws, sample, final):
     from cloud_deploy_provider.spec import load_spec
 
     params = {"user_id": "tango", "project_id": f"e2e-{sample}"}
-    _project(stack, **params, sample=sample)
-    gateway = httpx.Client(base_url=stack["gateway"], timeout=30)
-
-    assert gateway.get("/start", params=params).text == "started"
-    seen = _wait_for(gateway, params, (final, "failed"))
-    detail = gateway.get(f"/deployments/{params['user_id']}/{params['project_id']}").json()
-    assert seen[-1] == final, (seen, detail)
-    print(f"{sample} statuses seen:", " -> ".join(seen))
+    gateway, detail, _ = _started(stack, params, sample, final)
     assert detail["image"]["digest"].startswith("sha256:") and aws.secret_key not in json.dumps(detail)
 
     spec = load_spec(stack["shared"] / "common" / params["user_id"] / params["project_id"] / "deployment.yaml")
     name = ProjectRef(**params).resource_name(spec.deploy.service_name)
     assert _aws_leftovers(aws, sample, name, params["project_id"]), "the deployment exists on AWS"
-    assert gateway.get("/stop", params=params).text == "finished"
-    assert gateway.get("/status_request", params=params).text == "stopped"
+    _stopped(gateway, params)
     assert _aws_leftovers(aws, sample, name, params["project_id"]) == []
 
 
@@ -162,22 +177,13 @@ def test_cloudrun_start_status_answer_stop_through_the_gateway(stack, gcp):
     from google.api_core import exceptions
 
     params = {"user_id": "tango", "project_id": "e2e-cloudrun"}
-    _project(stack, **params, sample="gcp-cloudrun")
-    gateway = httpx.Client(base_url=stack["gateway"], timeout=30)
-
-    assert gateway.get("/start", params=params).text == "started"
-    seen = _wait_for(gateway, params, ("running", "failed"))
-    detail = gateway.get(f"/deployments/{params['user_id']}/{params['project_id']}").json()
-    assert seen[-1] == "running", (seen, detail)
-    print("gcp-cloudrun statuses seen:", " -> ".join(seen))
-    answer = httpx.post(f"{detail['url']}/predict", json={"features": [5.9, 2.8, 4.3, 1.3]}, timeout=10).json()
-    assert answer["class"] == "versicolor"
+    gateway, detail, _ = _started(stack, params, "gcp-cloudrun")
+    _answers(detail["url"])
     assert gcp.stand_in.access_token not in json.dumps(detail)
 
     service = detail["target"]["resources"]["service"]
     assert gcp.run().get_service(name=service).uri == detail["url"]
-    assert gateway.get("/stop", params=params).text == "finished"
-    assert gateway.get("/status_request", params=params).text == "stopped"
+    _stopped(gateway, params)
     with pytest.raises(exceptions.NotFound):
         gcp.run().get_service(name=service)
 
@@ -185,22 +191,13 @@ def test_cloudrun_start_status_answer_stop_through_the_gateway(stack, gcp):
 def test_compute_session_start_status_answer_stop_through_the_gateway(stack, backendai):
     """A GPU model service on the Backend.AI stand-in: /start, running, it answers, /stop leaves nothing."""
     params = {"user_id": "tango", "project_id": "e2e-backendai"}
-    _project(stack, **params, sample="compute-session-gpu")
-    gateway = httpx.Client(base_url=stack["gateway"], timeout=30)
-
-    assert gateway.get("/start", params=params).text == "started"
-    seen = _wait_for(gateway, params, ("running", "failed"))
-    detail = gateway.get(f"/deployments/{params['user_id']}/{params['project_id']}").json()
-    assert seen[-1] == "running", (seen, detail)
-    print("compute-session statuses seen:", " -> ".join(seen))
-    answer = httpx.post(f"{detail['url']}/predict", json={"features": [5.9, 2.8, 4.3, 1.3]}, timeout=10).json()
-    assert answer["class"] == "versicolor"
+    gateway, detail, _ = _started(stack, params, "compute-session-gpu")
+    _answers(detail["url"])
     assert backendai.stand_in.secret_key not in json.dumps(detail)
 
     endpoint_id = detail["target"]["resources"]["endpoint_id"]
     assert backendai.stand_in.service(endpoint_id)["status"] == "HEALTHY"
-    assert gateway.get("/stop", params=params).text == "finished"
-    assert gateway.get("/status_request", params=params).text == "stopped"
+    _stopped(gateway, params)
     assert backendai.stand_in.service(endpoint_id)["status"] == "DESTROYED"
 
 
