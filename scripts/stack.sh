@@ -33,6 +33,20 @@ export AIRFLOW__API__PORT=$airflow_port
 export AIRFLOW__API__BASE_URL=http://localhost:$airflow_port
 export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:$airflow_port/execution/
 export AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC=1
+# Low latency for an embedded deploy service (figures: ../shared/reference/airflow_latency.md, make benchmark).
+# Airflow 3.3 has no mini scheduler: a finished task is seen on the scheduler loop's next pass, and a
+# pass with nothing to do sleeps this long first. 1 s (the default) costs ~1 s at every task boundary;
+# 0.1 s costs ~20 % of one core while idle.
+export AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME=${AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME:-0.1}
+# Concurrent task processes of the LocalExecutor. Standalone's 32 idle workers cost ~5 GB and pick a
+# task up in ~160 ms; a few pick it up in ~17 ms. Chosen with benchmarks/concurrent_deploys.py.
+export AIRFLOW__CORE__PARALLELISM=${AIRFLOW__CORE__PARALLELISM:-4}
+# A supervisor heartbeats at most this often; 1 s also ends the ~5 s a worker slot stays held after a
+# task when the supervisor races the task's exit.
+export AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1
+# The execution API builds its versioned routes on first use (~5 s); the default 5 s client timeout
+# turns that into a retry of the first task after a start.
+export AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT=30
 export CLOUD_DEPLOY_SHARED_ROOT=${CLOUD_DEPLOY_SHARED_ROOT:-$state/shared}
 export CLOUD_DEPLOY_BASE_IMAGE_CATALOG=${CLOUD_DEPLOY_BASE_IMAGE_CATALOG:-$repo/samples/catalog.local.yaml}
 export CLOUD_DEPLOY_BUILD_NETWORK=${CLOUD_DEPLOY_BUILD_NETWORK:-host}
@@ -67,6 +81,8 @@ wait_for() {  # wait_for NAME URL SECONDS
 }
 wait_for airflow "http://127.0.0.1:$airflow_port/api/v2/monitor/health" 240
 wait_for gateway "http://127.0.0.1:$gateway_port/" 60
+# Build the execution API's routes now, not during the first deploy's first task.
+curl -fsS -o /dev/null "http://127.0.0.1:$airflow_port/execution/health" || true
 # Standalone reports ready before the dag-processor has parsed our DAGs; /start needs them.
 deadline=$((SECONDS + 120))
 until airflow dags list -o plain 2>/dev/null | grep -q cloud_undeploy && airflow dags list -o plain 2>/dev/null | grep -q cloud_deploy; do
