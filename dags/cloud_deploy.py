@@ -1,4 +1,4 @@
-"""Deploy one TANGO project: validate -> build -> push -> deploy -> wait_ready.
+"""Deploy one TANGO project: build (validate, build, push) -> deploy (deploy, wait until ready).
 
 Triggered by the TANGO REST API (``/start``) or from the UI with the params form.
 """

@@ -6,7 +6,7 @@ Triggered by the TANGO REST API (``/stop``), which passes the last deployed spec
 from airflow.sdk import DAG, Param
 
 from cloud_deploy_provider.identity import IDENTIFIER_PATTERN
-from cloud_deploy_provider.operators.cloud_deploy import CloudUndeployOperator
+from cloud_deploy_provider.operators.cloud_deploy import CloudUndeployOperator, retry_arguments
 
 with DAG(
     dag_id="cloud_undeploy",
@@ -22,4 +22,5 @@ with DAG(
                       description="Defaults to the project's current deployment.yaml"),
     },
 ) as dag:
-    CloudUndeployOperator(task_id="stop", user_id="{{ params.user_id }}", project_id="{{ params.project_id }}")
+    CloudUndeployOperator(task_id="stop", user_id="{{ params.user_id }}", project_id="{{ params.project_id }}",
+                          **retry_arguments())

@@ -12,7 +12,7 @@ import hashlib
 import io
 import json
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -45,6 +45,25 @@ class ProjectFileError(ValueError):
 
 
 @dataclass(frozen=True)
+class Step:
+    """One Dockerfile instruction, with what it does spelled out for :mod:`cloud_deploy_provider.builder`.
+
+    ``copies`` maps paths in the image (absolute, or relative to the working directory) to context
+    file names; ``layer_ends`` marks where the builder commits a layer, so that what changes
+    rarely (CA bundle, packages, weights) stays cached below what changes often (the code).
+    """
+
+    line: str
+    env: tuple[tuple[str, str], ...] = ()
+    arg: tuple[str, str] | None = None
+    copies: tuple[tuple[str, str], ...] = ()
+    run: tuple[str, ...] = ()
+    workdir: str | None = None
+    entrypoint: tuple[str, ...] | None = None
+    layer_ends: bool = False
+
+
+@dataclass(frozen=True)
 class BuildPlan:
     """Everything a build needs, decided before touching an engine."""
 
@@ -52,6 +71,7 @@ class BuildPlan:
     files: dict[str, bytes]
     executable: frozenset[str]
     base: BaseImage
+    steps: tuple[Step, ...] = ()
 
     def key(self, base_image_id: str | None = None) -> str:
         """The build key: a hash of the Dockerfile, every context file, and the base image's id.
@@ -87,32 +107,61 @@ def render_build(
     base = catalog.choose(spec)
     layers = _Layers()
     layers.line(f"FROM {base.image}")
-    layers.line(
-        "ENV PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 "
-        "PIP_BREAK_SYSTEM_PACKAGES=1 PIP_ROOT_USER_ACTION=ignore"
-    )
+    layers.env(PYTHONUNBUFFERED="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PIP_NO_CACHE_DIR="1",
+               PIP_BREAK_SYSTEM_PACKAGES="1", PIP_ROOT_USER_ACTION="ignore")
     _add_ca_bundle(layers, settings)
+    layers.end_layer()
     _add_apt_layer(layers, spec, settings)
     _add_pip_layer(layers, spec, settings, base)
-    layers.line(f"WORKDIR {spec.deploy.work_dir}")
+    layers.step(Step(f"WORKDIR {spec.deploy.work_dir}", workdir=spec.deploy.work_dir))
     _add_project_layers(layers, spec, project_dir)
     _add_entrypoint(layers, spec, base)
     return BuildPlan(
-        dockerfile="\n".join(layers.lines) + "\n",
+        dockerfile="\n".join(step.line for step in layers.steps) + "\n",
         files=layers.files,
         executable=frozenset(layers.executable),
         base=base,
+        steps=tuple(layers.steps),
     )
 
 
 class _Layers:
     def __init__(self) -> None:
-        self.lines: list[str] = []
+        self.steps: list[Step] = []
         self.files: dict[str, bytes] = {}
         self.executable: set[str] = set()
 
+    def step(self, step: Step) -> None:
+        self.steps.append(step)
+
     def line(self, text: str) -> None:
-        self.lines.append(text)
+        self.steps.append(Step(text))
+
+    def env(self, **values: str) -> None:
+        self.step(Step("ENV " + " ".join(f"{name}={value}" for name, value in values.items()),
+                       env=tuple(values.items())))
+
+    def copy(self, sources: list[str], destination: str, into_directory: bool) -> None:
+        """``COPY sources destination``: each source file to ``destination`` (a directory when ``into_directory``)."""
+        if into_directory:
+            copies = tuple((f"{destination.rstrip('/')}/{source.rsplit('/', 1)[-1]}", source) for source in sources)
+        else:
+            copies = ((destination, sources[0]),)
+        self.step(Step(f"COPY {' '.join(sources)} {destination}", copies=copies))
+
+    def copy_folder(self, folder: str) -> None:
+        """``COPY folder/ ./``: the folder's files into the working directory, keeping their sub-paths."""
+        prefix = f"{folder}/"
+        copies = tuple((name[len(prefix):], name) for name in sorted(self.files) if name.startswith(prefix))
+        self.step(Step(f"COPY {prefix} ./", copies=copies))
+
+    def run(self, args: list[str]) -> None:
+        self.step(Step(f"RUN {_exec_form(args)}", run=tuple(args)))
+
+    def end_layer(self) -> None:
+        """The builder commits what the steps so far changed as one layer."""
+        if self.steps and not self.steps[-1].layer_ends:
+            self.steps[-1] = replace(self.steps[-1], layer_ends=True)
 
     def file(self, name: str, content: bytes, executable: bool = False) -> None:
         self.files[name] = content
@@ -131,10 +180,10 @@ def _add_ca_bundle(layers: _Layers, settings: BuildSettings) -> None:
     bundle = f"{IMAGE_META_DIR}/ca-bundle.pem"
     layers.file(f"{META_DIR}/ca-bundle.pem", settings.ca_bundle.read_bytes())
     layers.file(f"{META_DIR}/apt-ca.conf", f'Acquire::https::CAInfo "{bundle}";\n'.encode())
-    layers.line(f"COPY {META_DIR}/ca-bundle.pem {bundle}")
-    layers.line(f"COPY {META_DIR}/apt-ca.conf /etc/apt/apt.conf.d/99cloud-deploy-ca")
+    layers.copy([f"{META_DIR}/ca-bundle.pem"], bundle, into_directory=False)
+    layers.copy([f"{META_DIR}/apt-ca.conf"], "/etc/apt/apt.conf.d/99cloud-deploy-ca", into_directory=False)
     for variable in ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
-        layers.line(f"ARG {variable}={bundle}")
+        layers.step(Step(f"ARG {variable}={bundle}", arg=(variable, bundle)))
 
 
 def _add_apt_layer(layers: _Layers, spec: DeploymentSpec, settings: BuildSettings) -> None:
@@ -143,8 +192,9 @@ def _add_apt_layer(layers: _Layers, spec: DeploymentSpec, settings: BuildSetting
         return
     layers.file(f"{META_DIR}/apt-packages.txt", ("\n".join(packages) + "\n").encode())
     layers.file(f"{META_DIR}/apt-mirror", (settings.apt_mirror or "").encode())
-    layers.line(f"COPY {META_DIR}/apt-packages.txt {META_DIR}/apt-mirror {IMAGE_META_DIR}/")
-    layers.line(f"RUN {_exec_form(['/bin/sh', '-c', APT_SCRIPT])}")
+    layers.copy([f"{META_DIR}/apt-packages.txt", f"{META_DIR}/apt-mirror"], f"{IMAGE_META_DIR}/", into_directory=True)
+    layers.run(["/bin/sh", "-c", APT_SCRIPT])
+    layers.end_layer()
 
 
 def _add_pip_layer(layers: _Layers, spec: DeploymentSpec, settings: BuildSettings, base: BaseImage) -> None:
@@ -156,8 +206,9 @@ def _add_pip_layer(layers: _Layers, spec: DeploymentSpec, settings: BuildSetting
         options.append(f"--index-url {settings.pip_index_url}")
     options += [f"--extra-index-url {url}" for url in settings.pip_extra_index_urls]
     layers.file(f"{META_DIR}/requirements.txt", ("\n".join(options + requirements) + "\n").encode())
-    layers.line(f"COPY {META_DIR}/requirements.txt {IMAGE_META_DIR}/requirements.txt")
-    layers.line(f"RUN {_exec_form([base.python, '-m', 'pip', 'install', '-r', f'{IMAGE_META_DIR}/requirements.txt'])}")
+    layers.copy([f"{META_DIR}/requirements.txt"], f"{IMAGE_META_DIR}/requirements.txt", into_directory=False)
+    layers.run([base.python, "-m", "pip", "install", "-r", f"{IMAGE_META_DIR}/requirements.txt"])
+    layers.end_layer()
 
 
 def _add_project_layers(layers: _Layers, spec: DeploymentSpec, project_dir: Path) -> None:
@@ -175,9 +226,10 @@ def _add_project_layers(layers: _Layers, spec: DeploymentSpec, project_dir: Path
         folder = "weights" if relative in heavy else "app"
         layers.file(f"{folder}/{relative}", content, executable)
     if any(name.startswith("weights/") for name in layers.files):
-        layers.line("COPY weights/ ./")
+        layers.copy_folder("weights")
+        layers.end_layer()
     if any(name.startswith("app/") for name in layers.files):
-        layers.line("COPY app/ ./")
+        layers.copy_folder("app")
 
 
 def project_files(project_dir: Path) -> list[tuple[str, bytes, bool]]:
@@ -209,10 +261,11 @@ def _add_entrypoint(layers: _Layers, spec: DeploymentSpec, base: BaseImage) -> N
     if not deploy.entrypoint:
         return
     if not deploy.pre_exec:
-        layers.line(f"ENTRYPOINT {_exec_form(deploy.entrypoint)}")
+        layers.step(Step(f"ENTRYPOINT {_exec_form(deploy.entrypoint)}", entrypoint=tuple(deploy.entrypoint)))
         return
     launch = {"pre_exec": deploy.pre_exec, "entrypoint": deploy.entrypoint}
     layers.file(f"{META_DIR}/launch.json", json.dumps(launch, indent=1).encode())
     layers.file(f"{META_DIR}/launch.py", resources.files("cloud_deploy_provider").joinpath("launcher.py").read_bytes())
-    layers.line(f"COPY {META_DIR}/launch.py {META_DIR}/launch.json {LAUNCHER_DIR}/")
-    layers.line(f"ENTRYPOINT {_exec_form([base.python, f'{LAUNCHER_DIR}/launch.py'])}")
+    layers.copy([f"{META_DIR}/launch.py", f"{META_DIR}/launch.json"], f"{LAUNCHER_DIR}/", into_directory=True)
+    launcher = [base.python, f"{LAUNCHER_DIR}/launch.py"]
+    layers.step(Step(f"ENTRYPOINT {_exec_form(launcher)}", entrypoint=tuple(launcher)))

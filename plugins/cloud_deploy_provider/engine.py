@@ -1,4 +1,6 @@
-"""Docker engine operations: build, push and pull, with every stream line checked.
+"""Docker engine operations: push and pull with every stream line checked, and the errors of builds.
+
+Building is in :mod:`cloud_deploy_provider.builder`.
 
 docker-py raises on neither a failed push nor a failed pull: the engine answers 200 and reports
 the failure inside the stream (docker/docker-py#3161, #2226). So each stream is parsed here and
@@ -7,36 +9,60 @@ any ``error``/``errorDetail`` line becomes an exception carrying the engine's me
 
 from __future__ import annotations
 
-import io
 import re
-from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from cloud_deploy_provider.build import BuildPlan
+from cloud_deploy_provider.errors import ENGINE_AWAY
 
 Log = Callable[[str], None]
-_STEP = re.compile(r"^Step (\d+)/(\d+) : (.*)$")
 STEP_OUTPUT_LINES = 40
 
 
 class EngineError(RuntimeError):
     """The Docker engine reported a failure."""
 
+    retryable: bool | None = None  # see cloud_deploy_provider.errors
+
+
+class EngineUnreachable(EngineError):
+    """No answer from the Docker engine (stopped, restarting): worth a retry."""
+
+    retryable = True
+
 
 class BuildFailed(EngineError):
+    """A build step failed: its own output says why, and a retry would fail the same way, unless the
+    engine went away under the build."""
+
     def __init__(self, step: str, error: str, output: list[str]):
         self.step, self.error, self.output = step, error, output
+        self.retryable = "returned a non-zero code" not in error and bool(ENGINE_AWAY.search(error))
         shown = "\n".join(output[-STEP_OUTPUT_LINES:])
         super().__init__(f"build failed at {step}: {error}\n--- output of that step ---\n{shown}")
 
 
-class PushFailed(EngineError):
+class _TransferFailed(EngineError):
+    """A push or pull the engine gave up on: a refusal (auth, unknown name) is final, anything else is not."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.retryable = not _TRANSFER_REFUSED.search(message)
+
+
+class PushFailed(_TransferFailed):
     pass
 
 
-class PullFailed(EngineError):
+class PullFailed(_TransferFailed):
     pass
+
+
+_TRANSFER_REFUSED = re.compile(
+    r"unauthorized|denied|authentication required|manifest unknown|name unknown|not found|invalid reference|"
+    r"repository name must|no basic auth credentials|x509|blob unknown to registry",
+    re.IGNORECASE,
+)
 
 
 def image_id(client: Any, reference: str) -> str | None:
@@ -47,63 +73,6 @@ def image_id(client: Any, reference: str) -> str | None:
         return client.inspect_image(reference)["Id"]
     except ImageNotFound:
         return None
-
-
-def build_image(
-    client: Any,
-    plan: BuildPlan,
-    tag: str,
-    log: Log,
-    network_mode: str | None = None,
-    labels: dict[str, str] | None = None,
-) -> str:
-    """Build ``plan`` as ``tag``, streaming the output to ``log``; returns the image id."""
-    stream = client.build(
-        fileobj=io.BytesIO(plan.context_tar()),
-        custom_context=True,
-        tag=tag,
-        rm=True,
-        forcerm=True,
-        pull=False,
-        decode=True,
-        network_mode=network_mode,
-        labels=labels or {},
-    )
-    return _follow_build(stream, log) or _required_id(client, tag)
-
-
-def _follow_build(stream: Iterable[dict], log: Log) -> str | None:
-    step = "the start of the build"
-    step_output: deque[str] = deque(maxlen=STEP_OUTPUT_LINES)
-    built_id = None
-    pending = ""
-    for chunk in stream:
-        if "error" in chunk or "errorDetail" in chunk:
-            message = chunk.get("error") or chunk.get("errorDetail", {}).get("message", "unknown error")
-            if pending:
-                step_output.append(pending)
-            raise BuildFailed(step, message.strip(), list(step_output))
-        if "aux" in chunk and isinstance(chunk["aux"], dict) and "ID" in chunk["aux"]:
-            built_id = chunk["aux"]["ID"]
-        text = pending + chunk.get("stream", "")
-        *lines, pending = text.split("\n")
-        for line in lines:
-            match = _STEP.match(line)
-            if match:
-                step = f"step {match[1]}/{match[2]} `{match[3]}`"
-                step_output.clear()
-            step_output.append(line)
-            log(line)
-    if pending:
-        log(pending)
-    return built_id
-
-
-def _required_id(client: Any, tag: str) -> str:
-    found = image_id(client, tag)
-    if found is None:
-        raise EngineError(f"the build reported success but the engine has no image {tag}")
-    return found
 
 
 def push_image(client: Any, repository: str, tag: str, auth_config: dict | None, log: Log) -> str | None:

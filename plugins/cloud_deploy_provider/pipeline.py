@@ -14,7 +14,8 @@ from typing import Any
 
 from cloud_deploy_provider.build import render_build
 from cloud_deploy_provider.catalog import load_catalog
-from cloud_deploy_provider.engine import build_image, image_id, pull_image, push_image
+from cloud_deploy_provider.builder import build_image
+from cloud_deploy_provider.engine import image_id, pull_image, push_image
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.registry import Registry, RegistryClient, repository_for, split_reference
 from cloud_deploy_provider.settings import BuildSettings
@@ -27,7 +28,9 @@ LOCAL_TARGETS = {"docker"}
 
 
 class DeploymentFailed(RuntimeError):
-    pass
+    """The service failed, or was not ready by its deadline: a retry would wait for the same thing."""
+
+    retryable = False
 
 
 @dataclass(frozen=True)
@@ -135,29 +138,77 @@ def make_target(project: ProjectRef, deploy_type: str, log: Log, **options: Any)
     return target_class(deploy_type)(project, log=log, **options)
 
 
-def wait_ready(target: Target, spec: DeploymentSpec, log: Log) -> TargetStatus:
-    """Poll the target until it reports ready (or completed), fails, or the deadline passes.
+def validate(project: ProjectRef, log: Log) -> LoadedProject:
+    """What a run checks before building: the yaml, its files, and that the target accepts the spec."""
+    loaded = load_project(project.user_id, project.project_id)
+    spec = loaded.spec
+    log(f"{project.user_id}/{project.project_id}: deploy.type {spec.deploy.type}, service {spec.deploy.service_name}")
+    target = make_target(project, spec.deploy.type, log)
+    if hasattr(target, "preflight"):
+        target.preflight(spec)
+        log("the target accepts the spec (network, roles and sizes checked)")
+    return loaded
 
-    The deadline is ``deploy.readiness.timeout_seconds`` unless the target knows better (a batch
-    job is waited for until its own timeout).
+
+def ready_timeout(target: Target, spec: DeploymentSpec) -> float:
+    """``deploy.readiness.timeout_seconds``, unless the target knows better (a batch job runs until its own timeout)."""
+    own = getattr(target, "ready_timeout_seconds", None)
+    return own(spec) if own else spec.deploy.readiness.timeout_seconds
+
+
+def readiness_outcome(status: TargetStatus) -> str | None:
+    """``ready`` or ``failed`` once the target has decided; None while it is still on its way."""
+    if status.state in ("running", "completed"):
+        return "ready"
+    if status.state in ("exited", "failed", "absent"):
+        return "failed"
+    return None
+
+
+FIRST_POLL_SECONDS = 0.05
+POLL_GROWTH = 1.25
+
+
+def poll_delays(interval: float):
+    """Waits between status polls: from 50 ms up to the spec's interval, growing by a quarter each time.
+
+    A local container answers within a second or so; polling at the spec's interval (1 s by
+    default) from the start would add up to that interval to every deploy.
     """
-    readiness = spec.deploy.readiness
-    ready_timeout = getattr(target, "ready_timeout_seconds", None)
-    timeout = ready_timeout(spec) if ready_timeout else readiness.timeout_seconds
-    deadline = time.monotonic() + timeout
+    delay = min(FIRST_POLL_SECONDS, interval)
+    while True:
+        yield delay
+        delay = min(delay * POLL_GROWTH, interval)
+
+
+def wait_ready(
+    target: Target, spec: DeploymentSpec, log: Log, deadline: float | None = None, until: float | None = None
+) -> TargetStatus | None:
+    """Poll the target until it reports ready (or completed), fails, or ``deadline`` (epoch seconds) passes.
+
+    The deadline defaults to :func:`ready_timeout` from now. With ``until``, give up waiting at that
+    time and return None: the caller hands the rest of the wait to the triggerer.
+    """
+    timeout = ready_timeout(target, spec)
+    deadline = deadline if deadline is not None else time.time() + timeout
     last_message = None
+    delays = poll_delays(spec.deploy.readiness.interval_seconds)
     while True:
         status = target.status(spec)
         if status.message != last_message:
             log(f"{status.state}: {status.message}")
             last_message = status.message
-        if status.state in ("running", "completed"):
+        outcome = readiness_outcome(status)
+        if outcome == "ready":
             return status
-        if status.state in ("exited", "failed", "absent"):
+        if outcome == "failed":
             raise DeploymentFailed(status.message)
-        if time.monotonic() >= deadline:
-            raise DeploymentFailed(f"not ready after {timeout} s: {status.message}")
-        time.sleep(readiness.interval_seconds)
+        now, delay = time.time(), next(delays)
+        if now >= deadline:
+            raise DeploymentFailed(f"not ready after {timeout:.0f} s: {status.message}")
+        if until is not None and now + delay >= until:
+            return None
+        time.sleep(min(delay, deadline - now))
 
 
 def image_ref(built: dict[str, Any]) -> ImageRef:

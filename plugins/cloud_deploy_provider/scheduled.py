@@ -1,10 +1,10 @@
 """Per-project scheduled DAGs, generated from the shared folder: redeploys and batch jobs.
 
 ``dags/cloud_scheduled.py`` calls :func:`build_dags`. Every project whose ``deployment.yaml`` has a
-``schedule`` section gets ``cloud_redeploy__<user>__<project>`` (validate -> build -> push -> deploy
--> wait_ready on ``schedule.redeploy``: the build is skipped and the deploy is a no-op recorded as
-``changed: false`` when nothing changed) and one ``cloud_job__<user>__<project>__<job>`` per job
-(validate -> build -> push -> run, or validate -> run for a job with its own ``image``). A project
+``schedule`` section gets ``cloud_redeploy__<user>__<project>`` (build -> deploy on
+``schedule.redeploy``: the build is skipped and the deploy is a no-op recorded as ``changed: false``
+when nothing changed) and one ``cloud_job__<user>__<project>__<job>`` per job (build -> run, or
+validate -> run for a job with its own ``image``). A project
 appears or disappears with its ``schedule`` section.
 
 Parse cost stays bounded: a yaml that does not contain the word ``schedule`` is skipped after one
@@ -119,9 +119,9 @@ def _job_dag(project: ScheduledProject, job: Any) -> DAG:
 
     from cloud_deploy_provider.operators.cloud_deploy import (
         CloudDeployBuildOperator,
-        CloudDeployPushOperator,
         CloudDeployValidateOperator,
         CloudJobOperator,
+        retry_arguments,
     )
 
     ref = project.ref
@@ -129,16 +129,14 @@ def _job_dag(project: ScheduledProject, job: Any) -> DAG:
     description = f"Batch job {job.name} of {ref.user_id}/{ref.project_id}"
     on_docker = job.target == "docker"  # Kubernetes and AWS Batch retry and stop a job themselves
     with _scheduled_dag(job_dag_id(ref, job.name), description, job.cron, "job") as dag:
-        validate = CloudDeployValidateOperator(task_id="validate", **ids)
-        push = None
-        if job.image is None:
-            build = CloudDeployBuildOperator(task_id="build", validated=validate.output, **ids)
-            push = CloudDeployPushOperator(task_id="push", validated=validate.output, built=build.output, **ids)
+        # a job with its own image needs no build: validate only, then run
+        first = (CloudDeployValidateOperator(task_id="validate", **ids, **retry_arguments()) if job.image
+                 else CloudDeployBuildOperator(task_id="build", **ids, **retry_arguments()))
         CloudJobOperator(
-            task_id="run", job=job.name, validated=validate.output, image=push.output if push else None,
+            task_id="run", job=job.name, validated=first.output,
             retries=job.retries if on_docker else 0, execution_timeout=timedelta(seconds=_run_timeout(job)), **ids,
         )
-    return dag  # the XCom arguments chain validate -> build -> push -> run
+    return dag  # the XCom argument chains build (or validate) -> run
 
 
 def _run_timeout(job: Any) -> int:

@@ -73,7 +73,7 @@ def test_realtime_deploy_is_idempotent_and_undeploy_removes_everything(aws, proj
     status = _status(project)
     assert status.status == Status.RUNNING, status
     assert status.url == f"https://runtime.sagemaker.us-east-1.amazonaws.com/endpoints/{name}/invocations"
-    details = runs.latest_run(runs.DEPLOY_DAG, project.ref).xcom("wait_ready")["details"]
+    details = runs.latest_run(runs.DEPLOY_DAG, project.ref).xcom("deploy")["status"]["details"]
     assert details["mode"] == "realtime" and details["max_payload"] == "6 MB" and details["endpoint"] == name
 
     sagemaker = aws.client("sagemaker")
@@ -125,7 +125,7 @@ def test_async_endpoint_config_carries_the_output_paths(aws, project):
     name = _target(project).name(_spec(project))
     status = _status(project)
     assert status.url.endswith(f"/endpoints/{name}/async-invocations")
-    details = runs.latest_run(runs.DEPLOY_DAG, project.ref).xcom("wait_ready")["details"]
+    details = runs.latest_run(runs.DEPLOY_DAG, project.ref).xcom("deploy")["status"]["details"]
     assert details["mode"] == "async" and details["max_inference_time"] == "15 min"
     sagemaker = aws.client("sagemaker")
     config_name = sagemaker.describe_endpoint(EndpointName=name)["EndpointConfigName"]

@@ -209,7 +209,7 @@ def test_the_scheduled_dag_runs_the_projects_image_from_the_registry_as_a_kubern
     assert result["log_tail"] == ["classes: setosa versicolor virginica"]
     created = _created_jobs(cluster)[-1]
     pod = created["spec"]["template"]["spec"]
-    pushed = _xcom(run, "push")
+    pushed = _xcom(run, "build")["image"]
     assert pod["containers"][0]["image"].endswith(f"@{pushed['digest']}")
     assert pod["containers"][0]["workingDir"] == "/workspace"
     assert pod["containers"][0]["resources"]["limits"] == {"cpu": "1", "memory": "256Mi"}
@@ -230,4 +230,4 @@ def test_without_a_registry_the_projects_image_cannot_run_on_kubernetes(kubernet
     run = _dagbag().dags[job_dag_id(project.ref, "classes")].test()
 
     assert run.state == "failed"
-    assert "set CLOUD_DEPLOY_REGISTRY_CONN_ID, or give the job an image" in _xcom(run, "run", "error")
+    assert "set CLOUD_DEPLOY_REGISTRY_CONN_ID, or give the job an image" in _xcom(run, "run", "error")["message"]

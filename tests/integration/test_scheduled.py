@@ -49,7 +49,7 @@ def test_projects_appear_and_disappear_with_their_schedule_and_ids_are_readable(
     assert ids <= set(bag.dag_ids)
     assert f"cloud_job__{project.user_id}__{project.project_id}__score" in ids
     job = bag.dags[job_dag_id(project.ref, "score")]
-    assert [t.task_id for t in job.topological_sort()] == ["validate", "build", "push", "run"]
+    assert [t.task_id for t in job.topological_sort()] == ["build", "run"]
     assert job.schedule == "0 2 * * *" and not job.catchup
     project.edit(lambda spec: spec.pop("schedule"))
     assert not ids & set(_dagbag().dag_ids), "the DAGs go with the schedule section"
@@ -87,7 +87,7 @@ def test_a_failing_job_fails_the_run_with_exit_code_and_last_lines(project):
     assert run.state == "failed"
     result = _xcom(run, "run", "job")
     assert (result["state"], result["exit_code"]) == ("failed", 3) and "loading" in result["log_tail"]
-    assert "exit code 3" in _xcom(run, "run", "error")
+    assert "exit code 3" in _xcom(run, "run", "error")["message"]
 
 
 def test_a_job_over_its_timeout_is_stopped_and_leaves_nothing(project, docker_client):
@@ -96,7 +96,7 @@ def test_a_job_over_its_timeout_is_stopped_and_leaves_nothing(project, docker_cl
     run = _dagbag().dags[job_dag_id(project.ref, "slow")].test()
     assert run.state == "failed"
     result = _xcom(run, "run", "job")
-    assert result["timed_out"] and "timeout of 3 s" in _xcom(run, "run", "error")
+    assert result["timed_out"] and "timeout of 3 s" in _xcom(run, "run", "error")["message"]
     assert docker_client.containers(all=True, filters={"label": "io.cloud-deploy.job=slow"}) == []
 
 
@@ -107,7 +107,7 @@ def test_a_scheduled_redeploy_with_the_same_inputs_records_unchanged(project):
     assert first.state == "success" and _xcom(first, "deploy")["changed"] is True
     second = dag.test()
     assert second.state == "success"
-    assert _xcom(second, "build")["skipped"], "same inputs: no rebuild"
+    assert _xcom(second, "deploy")["image"]["skipped"], "same inputs: no rebuild"
     assert _xcom(second, "deploy")["changed"] is False, "and the rollout is recorded as unchanged"
 
 

@@ -66,9 +66,8 @@ def _live_status(project: ProjectRef, deploy: RunSnapshot, status: DeploymentSta
     from cloud_deploy_provider.pipeline import make_target
     from cloud_deploy_provider.spec import DeploymentSpec
 
-    validated = deploy.xcom("validate") or {}
     try:
-        spec = DeploymentSpec.model_validate(validated["spec"])
+        spec = DeploymentSpec.model_validate(deploy.deployed_spec)
         live = make_target(project, spec.deploy.type, log=lambda _: None).status(spec)
     except Exception as error:  # the target being unreachable is a status, not a server error
         return replace(status, status=Status.UNKNOWN, stage="unreachable", message=f"target unreachable: {error}")
@@ -114,7 +113,7 @@ def stop(project: ProjectRef, user_name: str | None = None) -> runs.RunSnapshot:
         runs.cancel(runs.DEPLOY_DAG, deploy.run_id)
         if had_running_task:
             time.sleep(CANCEL_GRACE_SECONDS)  # let the killed task's process exit before cleaning up after it
-    conf = {**_conf(project), "spec": (deploy.xcom("validate") or {}).get("spec") if deploy else None}
+    conf = {**_conf(project), "spec": deploy.deployed_spec if deploy else None}
     try:
         run_id = runs.trigger(runs.UNDEPLOY_DAG, project, conf, user_name)
     except runs.RunAlreadyExists:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from cloud_deploy_provider.identity import ProjectRef
@@ -74,13 +75,12 @@ def _snapshot(session: Any, run: Any) -> RunSnapshot:
     from airflow.models import TaskInstance
     from airflow.models.xcom import XComModel
 
-    task_states = dict(
-        session.execute(
-            select(TaskInstance.task_id, TaskInstance.state).where(
-                TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id
-            )
-        ).all()
-    )
+    rows = session.execute(
+        select(TaskInstance.task_id, TaskInstance.state, TaskInstance.last_heartbeat_at).where(
+            TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id
+        )
+    ).all()
+    task_states = {row.task_id: row.state for row in rows}
     xcoms = {
         (row.task_id, row.key): _xcom_value(row.value)
         for row in session.execute(
@@ -96,7 +96,24 @@ def _snapshot(session: Any, run: Any) -> RunSnapshot:
         task_states={k: (str(v.value) if hasattr(v, "value") else v) for k, v in task_states.items()},
         xcoms=xcoms,
         updated_at=updated.isoformat() if updated else None,
+        stalled=frozenset(row.task_id for row in rows if _stalled(row.state, row.last_heartbeat_at)),
     )
+
+
+def _stalled(state: Any, last_heartbeat_at: Any) -> bool:
+    """A running task whose process has been silent for longer than the scheduler tolerates.
+
+    The scheduler fails (and retries) such a task only once it runs itself; until then the run
+    still says ``running``, which is not the truth when the whole stack was killed.
+    """
+    from airflow.configuration import conf
+
+    if str(getattr(state, "value", state)) != "running" or last_heartbeat_at is None:
+        return False
+    if last_heartbeat_at.tzinfo is None:
+        last_heartbeat_at = last_heartbeat_at.replace(tzinfo=timezone.utc)
+    limit = timedelta(seconds=conf.getint("scheduler", "task_instance_heartbeat_timeout"))
+    return datetime.now(timezone.utc) - last_heartbeat_at > limit
 
 
 def _xcom_value(value: Any) -> Any:
@@ -134,6 +151,9 @@ def trigger(dag_id: str, project: ProjectRef, conf: dict[str, Any], user_name: s
             dag_id,
             run_id=run_id,
             conf=conf,
+            # SQLite compares run_after as text with and without microseconds, so a run due "now"
+            # waits for the next whole second (~0.5 s on average); one due a second ago does not.
+            run_after=datetime.now(timezone.utc) - timedelta(seconds=1),
             triggered_by=DagRunTriggeredByType.REST_API,
             triggering_user_name=user_name,
         )

@@ -13,8 +13,13 @@ def engine_client(settings: EngineSettings | None = None, timeout: int = BUILD_T
     """Registry logins are not done here: pushes pass credentials per call (``auth_config``)."""
     from airflow.providers.docker.hooks.docker import DockerHook
 
+    from cloud_deploy_provider.engine import EngineUnreachable
+
     settings = settings or EngineSettings.from_env()
-    return DockerHook(docker_conn_id=None, base_url=settings.docker_host, timeout=timeout).get_conn()
+    try:
+        return DockerHook(docker_conn_id=None, base_url=settings.docker_host, timeout=timeout).get_conn()
+    except Exception as error:  # the hook raises a bare AirflowException when no engine answers
+        raise EngineUnreachable(f"the Docker engine at {settings.docker_host} does not answer: {error}") from error
 
 
 class EngineUser:

@@ -1,24 +1,46 @@
-"""Operators for each stage of a deployment: thin glue between Airflow and the pipeline core.
+"""Operators for the stages of a deployment: thin glue between Airflow and the pipeline core.
 
 Each resolves connections and settings, calls :mod:`cloud_deploy_provider.pipeline`, logs, and
-returns a small JSON result for XCom. A failure is also recorded as the ``error`` XCom, which is
-where the REST status reads the reason from. Heavy imports happen inside ``execute`` so DAG
-files parse fast.
+returns a small JSON result for XCom. A failure is also recorded as the ``error`` XCom (the stage
+and the message), which is where the REST status reads the reason from. A failure that a retry
+cannot fix (a spec or configuration error, a refusal, a failed preflight; see
+:mod:`cloud_deploy_provider.errors`) raises ``AirflowFailException``, so Airflow's retries are
+spent only on passing trouble. Heavy imports happen inside ``execute`` so DAG files parse fast.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseHook, BaseOperator
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 MAX_ERROR_CHARS = 4000
 
 
+def retry_arguments() -> dict[str, Any]:
+    """Retries with exponential backoff for the stages, from the ``CLOUD_DEPLOY_*`` pipeline settings."""
+    from cloud_deploy_provider.settings import PipelineSettings
+
+    settings = PipelineSettings.from_env()
+    return {
+        "retries": settings.retries,
+        "retry_delay": timedelta(seconds=settings.retry_delay_seconds),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": timedelta(seconds=settings.max_retry_delay_seconds),
+    }
+
+
 class CloudDeployStageOperator(BaseOperator):
-    """Runs :meth:`run_stage`; any failure becomes an ``error`` XCom and a clear task error."""
+    """Runs :meth:`run_stage`; any failure becomes an ``error`` XCom and a clear task error.
+
+    :param user_id: TANGO user id (templated)
+    :param project_id: TANGO project id (templated)
+    :param validated: what the build (or validate) task returned: the spec, its folder, the image
+    """
 
     template_fields: Sequence[str] = ("user_id", "project_id", "validated")
 
@@ -27,14 +49,37 @@ class CloudDeployStageOperator(BaseOperator):
         self.user_id = user_id
         self.project_id = project_id
         self.validated = validated
+        self.current_stage = self.task_id
+        self.stage_seconds: dict[str, float] = {}
 
     def execute(self, context: Any) -> Any:
+        return self.recording_failures(context, self.run_stage, context)
+
+    def recording_failures(self, context: Any, function: Any, *args: Any, **kwargs: Any) -> Any:
+        from cloud_deploy_provider.errors import is_transient
+
         try:
-            return self.run_stage(context)
-        except Exception as error:
+            return function(*args, **kwargs)
+        except Exception as error:  # TaskDeferred is a BaseException and passes through
             message = str(error) or type(error).__name__
-            context["ti"].xcom_push(key="error", value=message[:MAX_ERROR_CHARS])
-            raise AirflowException(message) from error
+            context["ti"].xcom_push(key="error", value={"stage": self.current_stage,
+                                                        "message": message[:MAX_ERROR_CHARS]})
+            if not is_transient(error):
+                raise AirflowFailException(f"{self.current_stage}: {message}") from error
+            raise AirflowException(f"{self.current_stage}: {message}") from error
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Marks the part of the task that runs: a failure is recorded under this stage's name, its time in ``stages``."""
+        import time
+
+        self.current_stage = name
+        self.log.info("stage %s", name)
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.stage_seconds[name] = round(time.monotonic() - started, 3)
 
     def run_stage(self, context: Any) -> Any:
         raise NotImplementedError
@@ -46,7 +91,7 @@ class CloudDeployStageOperator(BaseOperator):
         return ProjectRef(self.user_id, self.project_id)
 
     def loaded(self, validated: dict[str, Any]):
-        """The project as the validate task saw it, so later edits to the yaml do not leak into this run."""
+        """The project as the build task saw it, so later edits to the yaml do not leak into this run."""
         from pathlib import Path
 
         from cloud_deploy_provider.pipeline import LoadedProject
@@ -74,77 +119,127 @@ class CloudDeployStageOperator(BaseOperator):
         return engine_client()
 
 
+def _validated(loaded: Any) -> dict[str, Any]:
+    return {"spec": loaded.spec.to_dict(), "folder": str(loaded.folder), "type": loaded.spec.deploy.type}
+
+
 class CloudDeployValidateOperator(CloudDeployStageOperator):
     """Check the identifiers, deployment.yaml, the files it names, and that the target accepts the spec."""
 
     def run_stage(self, context: Any) -> dict[str, Any]:
-        from cloud_deploy_provider.pipeline import load_project, make_target
+        from cloud_deploy_provider.pipeline import validate
 
-        loaded = load_project(self.user_id, self.project_id)
-        self.log.info("%s/%s: deploy.type %s, service %s", self.user_id, self.project_id,
-                      loaded.spec.deploy.type, loaded.spec.deploy.service_name)
-        target = make_target(self.project, loaded.spec.deploy.type, self.log.info)
-        if hasattr(target, "preflight"):
-            target.preflight(loaded.spec)
-            self.log.info("the target accepts the spec (network, roles and sizes checked)")
-        return {"spec": loaded.spec.to_dict(), "folder": str(loaded.folder), "type": loaded.spec.deploy.type}
+        with self.stage("validate"):
+            return _validated(validate(self.project, self.log.info))
 
 
 class CloudDeployBuildOperator(CloudDeployStageOperator):
-    """Build the image, or skip when the engine or registry already has its build key."""
+    """Validate, build the image (skipped when the engine or registry has its build key), push it.
+
+    The result is what a later task needs: the spec as read now, its folder, and the image
+    (``image``: reference, digest, build key, ...). A retry after a failed push finds the image by
+    its build key and does not build again.
+    """
 
     def run_stage(self, context: Any) -> dict[str, Any]:
-        from cloud_deploy_provider.pipeline import build
+        return self.validated_built_pushed()
+
+    def validated_built_pushed(self) -> dict[str, Any]:
+        from cloud_deploy_provider.pipeline import build, push, validate
         from cloud_deploy_provider.settings import BuildSettings
 
-        loaded = self.loaded(self.validated)
-        built = build(loaded, self.docker_client(), BuildSettings.from_env(), self.registry(loaded.spec), self.log.info)
-        return built.to_dict()
+        with self.stage("validate"):
+            loaded = validate(self.project, self.log.info)
+            registry = self.registry(loaded.spec)
+        with self.stage("build"):
+            client = self.docker_client()
+            built = build(loaded, client, BuildSettings.from_env(), registry, self.log.info)
+        with self.stage("push"):
+            pushed = push(built, client, registry, loaded.spec.deploy.type, self.log.info)
+        return {**_validated(loaded), "image": pushed.to_dict()}
 
 
-class CloudDeployPushOperator(CloudDeployStageOperator):
-    """Push to the configured registry and confirm the digest; a no-op for the docker target without one."""
+class CloudDeployOperator(CloudDeployBuildOperator):
+    """Deploy a TANGO project: validate, build, push, then create or update it on its target and wait until ready.
 
-    template_fields: Sequence[str] = (*CloudDeployStageOperator.template_fields, "built")
+    One task for the five stages: every task boundary costs Airflow a scheduler pass and a task
+    start (~0.3 s tuned, ~1 s by default), more than a whole unchanged redeploy's own work. The
+    stage in progress is the ``progress`` XCom (``building`` until ``deploy`` starts, then
+    ``preparing`` for TANGO), a failure's stage is in the ``error`` XCom, and the log marks each
+    stage. The task polls readiness for ``CLOUD_DEPLOY_INLINE_WAIT_SECONDS`` itself, then, when
+    ``deferrable``, hands the rest of the wait (up to ``deploy.readiness.timeout_seconds``, or the
+    target's own timeout) to :class:`~cloud_deploy_provider.triggers.TargetStatusTrigger`.
 
-    def __init__(self, *, built: Any, **kwargs: Any):
+    :param user_id: TANGO user id (templated)
+    :param project_id: TANGO project id (templated)
+    :param deferrable: wait in the triggerer rather than in a worker slot (default True)
+    """
+
+    def __init__(self, *, deferrable: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
-        self.built = built
+        self.deferrable = deferrable
 
     def run_stage(self, context: Any) -> dict[str, Any]:
-        from cloud_deploy_provider.pipeline import BuiltImage, push
+        import time
 
-        built = BuiltImage(**self.built)
-        registry = self.registry(self.loaded(self.validated).spec)
-        return push(built, self.docker_client(), registry, self.validated["type"], self.log.info).to_dict()
+        from cloud_deploy_provider.pipeline import image_ref, make_target, ready_timeout, wait_ready
+        from cloud_deploy_provider.settings import PipelineSettings
+        from cloud_deploy_provider.triggers import TargetStatusTrigger
+
+        result = self.validated_built_pushed()
+        spec = self.loaded(result).spec
+        target = make_target(self.project, spec.deploy.type, self.log.info)
+        with self.stage("deploy"):
+            context["ti"].xcom_push(key="progress", value={"stage": "deploy"})  # TANGO: building -> preparing
+            result.update(target.deploy(spec, image_ref(result["image"])).to_dict())
+        with self.stage("wait_ready"):
+            deadline = time.time() + ready_timeout(target, spec)
+            inline = PipelineSettings.from_env().inline_wait_seconds if self.deferrable else None
+            status = wait_ready(target, spec, self.log.info, deadline,
+                                until=time.time() + inline if inline is not None else None)
+            if status is None:
+                self.log.info("not ready after %.0f s: the triggerer waits for the rest (until %s)", inline,
+                              time.strftime("%H:%M:%S", time.localtime(deadline)))
+                context["ti"].xcom_push(key="progress", value={"stage": "wait_ready", "deployed": _deployed(result)})
+                result.update(stages=self.stage_seconds, waiting_since=time.time())
+                self.defer(
+                    trigger=TargetStatusTrigger(self.user_id, self.project_id, spec.to_dict(), deadline,
+                                                spec.deploy.readiness.interval_seconds),
+                    method_name="execute_complete",
+                    kwargs={"result": result},
+                )
+        return _ready(result, status.to_dict(), self.stage_seconds)
+
+    def execute_complete(self, context: Any, event: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        self.current_stage = "wait_ready"
+        return self.recording_failures(context, self._resumed, event, result)
+
+    def _resumed(self, event: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+        from cloud_deploy_provider.pipeline import DeploymentFailed
+
+        import time
+
+        stages = result.pop("stages", {})
+        stages["wait_ready"] = round(stages.get("wait_ready", 0) + time.time() - result.pop("waiting_since"), 3)
+        self.stage_seconds = stages
+        if event["outcome"] == "ready":
+            return _ready(result, event["status"], stages)
+        if event["outcome"] == "timeout":
+            raise DeploymentFailed(f"not ready by its deadline: {event['message']}")
+        raise DeploymentFailed(event["message"])
 
 
-class CloudDeployTargetOperator(CloudDeployStageOperator):
-    """Create or update the deployment on its target."""
-
-    template_fields: Sequence[str] = (*CloudDeployStageOperator.template_fields, "image")
-
-    def __init__(self, *, image: Any, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.image = image
-
-    def run_stage(self, context: Any) -> dict[str, Any]:
-        from cloud_deploy_provider.pipeline import image_ref, make_target
-
-        loaded = self.loaded(self.validated)
-        target = make_target(self.project, loaded.spec.deploy.type, self.log.info)
-        return target.deploy(loaded.spec, image_ref(self.image)).to_dict()
+DEPLOY_RESULT_KEYS = ("target", "resources", "url", "changed")
 
 
-class CloudDeployWaitReadyOperator(CloudDeployStageOperator):
-    """Wait until the target reports the service ready, within ``deploy.readiness.timeout_seconds``."""
+def _deployed(result: dict[str, Any]) -> dict[str, Any]:
+    return {key: result.get(key) for key in DEPLOY_RESULT_KEYS}
 
-    def run_stage(self, context: Any) -> dict[str, Any]:
-        from cloud_deploy_provider.pipeline import make_target, wait_ready
 
-        loaded = self.loaded(self.validated)
-        target = make_target(self.project, loaded.spec.deploy.type, self.log.info)
-        return wait_ready(target, loaded.spec, self.log.info).to_dict()
+def _ready(result: dict[str, Any], status: dict[str, Any], stages: dict[str, float]) -> dict[str, Any]:
+    """The deploy task's result: spec and image; the deploy's target, resources, URL and change; the ready
+    status; the seconds each stage took."""
+    return {**result, "url": result.get("url") or status.get("url"), "status": status, "stages": stages}
 
 
 class CloudUndeployOperator(CloudDeployStageOperator):
@@ -177,16 +272,19 @@ class CloudUndeployOperator(CloudDeployStageOperator):
 class CloudJobOperator(CloudDeployStageOperator):
     """Run one scheduled batch job of the project to completion; its output is this task's log.
 
-    The image is the job's own ``image``, else the project's image as the push task left it. The
+    The image is the job's own ``image``, else the project's image as the build task left it. The
     result (state, exit code, last log lines) is the ``job`` XCom, also when the job fails.
+
+    :param job: the job's name in ``schedule.jobs``
     """
 
-    template_fields: Sequence[str] = (*CloudDeployStageOperator.template_fields, "image")
-
-    def __init__(self, *, job: str, image: Any = None, **kwargs: Any):
+    def __init__(self, *, job: str, **kwargs: Any):
         super().__init__(**kwargs)
         self.job = job
-        self.image = image
+
+    @property
+    def image(self) -> dict[str, Any] | None:
+        return self.validated.get("image")
 
     def run_stage(self, context: Any) -> dict[str, Any]:
         from cloud_deploy_provider.jobs import DockerJobRunner
@@ -262,13 +360,6 @@ class CloudJobOperator(CloudDeployStageOperator):
         return result
 
 
-def deploy_pipeline(user_id: str, project_id: str) -> CloudDeployWaitReadyOperator:
-    """validate -> build -> push -> deploy -> wait_ready, inside the current DAG; returns the last task."""
-    project = {"user_id": user_id, "project_id": project_id}
-    validate = CloudDeployValidateOperator(task_id="validate", **project)
-    build = CloudDeployBuildOperator(task_id="build", validated=validate.output, **project)
-    push = CloudDeployPushOperator(task_id="push", validated=validate.output, built=build.output, **project)
-    deploy = CloudDeployTargetOperator(task_id="deploy", validated=validate.output, image=push.output, **project)
-    wait_ready = CloudDeployWaitReadyOperator(task_id="wait_ready", validated=validate.output, **project)
-    deploy >> wait_ready
-    return wait_ready
+def deploy_pipeline(user_id: str, project_id: str) -> CloudDeployOperator:
+    """The ``deploy`` task (validate, build, push, deploy, wait until ready) inside the current DAG."""
+    return CloudDeployOperator(task_id="deploy", user_id=user_id, project_id=project_id, **retry_arguments())
