@@ -14,7 +14,11 @@ with DAG(
     schedule=None,
     catchup=False,
     is_paused_upon_creation=False,
-    max_active_runs=16,
+    # Each project has at most one run (the REST API's run ids see to it); how many deploy at once is
+    # bounded by the executor's parallelism (scripts/stack.sh), not here: these only keep the DAG's
+    # own caps above it, so 20 projects started together all run (benchmarks/concurrent_deploys.py).
+    max_active_runs=64,
+    max_active_tasks=64,
     tags=["cloud-deploy"],
     params={
         "user_id": Param(type="string", pattern=IDENTIFIER_PATTERN, title="User id"),

@@ -47,6 +47,17 @@ export AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL=1
 # The execution API builds its versioned routes on first use (~5 s); the default 5 s client timeout
 # turns that into a retry of the first task after a start.
 export AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT=30
+# A task whose process died is noticed within a minute, not five (the defaults). While the scheduler
+# runs, a task silent for this long is failed and retried; supervisors heartbeat every second
+# (min_heartbeat_interval above), so 20 s is 20 missed heartbeats. The gateway reports such a task
+# as `unknown`, not `building`, also while no scheduler runs at all.
+export AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT=20
+export AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL=5
+# After a restart, tasks of the killed scheduler are reset (and so retried) once that scheduler's last
+# heartbeat is older than the threshold, checked every interval: ~20 s instead of up to 5 min.
+# The scheduler heartbeats every second (SCHEDULER_HEARTBEAT_SEC above).
+export AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD=10
+export AIRFLOW__SCHEDULER__ORPHANED_TASKS_CHECK_INTERVAL=10
 export CLOUD_DEPLOY_SHARED_ROOT=${CLOUD_DEPLOY_SHARED_ROOT:-$state/shared}
 export CLOUD_DEPLOY_BASE_IMAGE_CATALOG=${CLOUD_DEPLOY_BASE_IMAGE_CATALOG:-$repo/samples/catalog.local.yaml}
 export CLOUD_DEPLOY_BUILD_NETWORK=${CLOUD_DEPLOY_BUILD_NETWORK:-host}

@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import posixpath
+import secrets
 import tarfile
 import tempfile
 from collections import deque
@@ -31,7 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from cloud_deploy_provider.build import BuildPlan, Step
-from cloud_deploy_provider.engine import STEP_OUTPUT_LINES, BuildFailed, EngineError, image_id
+from cloud_deploy_provider.engine import (
+    STEP_OUTPUT_LINES,
+    BuildFailed,
+    EngineError,
+    image_id,
+)
 
 Log = Callable[[str], None]
 CACHE_REPOSITORY = "cloud-deploy/cache"
@@ -113,7 +119,8 @@ class _State:
         with _lock(key):
             found = image_id(self.client, cached)
             if found is None:
-                found = self._commit(layer, labels, cached)
+                self._remove_leftovers(key)
+                found = self._commit(layer, labels, cached, key)
             else:
                 self._replay(layer, cached=True)
         self.parent = found
@@ -160,7 +167,13 @@ class _State:
                 commit.run_step = f"step {number}/{self.total} `{step.line}`"
         return commit
 
-    def _commit(self, layer: _Layer, labels: dict[str, str] | None, cached: str) -> str:
+    def _remove_leftovers(self, key: str) -> None:
+        """Containers of this layer that a killed build left (its lock is ours now, so none is in use)."""
+        for container in self.client.containers(all=True, filters={"name": _container_name(key)}):
+            self.log(f"removing container {container['Id'][:12]} left by an interrupted build of this layer")
+            _remove(self.client, container["Id"])
+
+    def _commit(self, layer: _Layer, labels: dict[str, str] | None, cached: str, key: str) -> str:
         commit = self._replay(layer, cached=False)
         parent = self.client.inspect_image(self.parent)["Config"] or {}
         changes = list(commit.changes)
@@ -176,6 +189,7 @@ class _State:
             command=commit.run or ["/bin/true"],
             entrypoint=[""],
             environment={**_env_of(parent), **commit.env} if commit.env else None,
+            name=f"{_container_name(key)}-{secrets.token_hex(3)}",
             host_config=(self.client.create_host_config(network_mode=self.network_mode)
                          if self.network_mode and commit.run else None),
         )["Id"]
@@ -261,6 +275,11 @@ def _lock(key: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _container_name(key: str) -> str:
+    """The builder's containers are found by name: a label would be committed into the image with them."""
+    return f"cloud-deploy-build-{key[:40]}"
 
 
 def _short(image: str) -> str:

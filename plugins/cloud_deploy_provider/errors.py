@@ -50,6 +50,27 @@ _TRANSPORT = {
 }
 
 
+class Refusal(RuntimeError):
+    """A target, registry or service refused, or failed in a way a retry does not change.
+
+    Raise it with ``status=`` (the HTTP status of the answer) or ``retryable=True`` (the other side
+    was unreachable or overloaded) when trying again may succeed.
+    """
+
+    retryable: bool | None = False
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool | None = None):
+        super().__init__(message)
+        if status is not None:
+            self.retryable = retryable_status(status)
+        if retryable is not None:
+            self.retryable = retryable
+
+
+def retryable_status(status: int) -> bool:
+    return status in RETRYABLE_STATUSES or status >= 500
+
+
 def is_transient(error: BaseException) -> bool:
     """True when the same call may succeed a moment later; False for a user error or a refusal.
 
@@ -80,7 +101,7 @@ def _verdict(error: BaseException) -> bool | None:
         return True
     status = _http_status(error, names)
     if status is not None:
-        return status in RETRYABLE_STATUSES or status >= 500
+        return retryable_status(status)
     if ("botocore", "ClientError") in names:
         code = getattr(error, "response", {}).get("Error", {}).get("Code", "")
         return code in _AWS_TRANSIENT_CODES

@@ -18,6 +18,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from cloud_deploy_provider.errors import Refusal, is_transient
 from cloud_deploy_provider.hooks.docker_engine import EngineUser
 from cloud_deploy_provider.identity import LABEL_KEY
 from cloud_deploy_provider.spec import Batch, DeploymentSpec, Job, Resources
@@ -30,7 +31,7 @@ _JOB_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?", re.ASCII)
 _END = None
 
 
-class JobError(RuntimeError):
+class JobError(Refusal):
     """The job could not be run at all: a bad name, a missing image, the engine refused or failed."""
 
 
@@ -57,6 +58,11 @@ class JobResult:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "message": self.message()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> JobResult:
+        fields = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        return cls(**{**fields, "log_tail": list(fields.get("log_tail", []))})
 
 
 class DockerJobRunner(EngineUser):
@@ -258,7 +264,7 @@ def _engine_errors(job: str, image: str | None = None) -> Iterator[None]:
         raise JobError(f"job {job}: image {image} is not in the Docker engine; build or pull it first") from error
     except (DockerException, RequestException) as error:
         explanation = getattr(error, "explanation", None) or error
-        raise JobError(f"job {job}: the Docker engine failed: {explanation}") from error
+        raise JobError(f"job {job}: the Docker engine failed: {explanation}", retryable=is_transient(error)) from error
 
 
 def batch_job_spec(spec: DeploymentSpec, job: Job) -> DeploymentSpec:

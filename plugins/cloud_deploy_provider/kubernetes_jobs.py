@@ -4,7 +4,8 @@
   cluster retries and stops the job itself, and the deadline covers the whole Job, retries included,
   as Kubernetes counts it.
 - Pods never restart in place (``restartPolicy: Never``), so every attempt keeps its own exit code and
-  log; each attempt's log is followed into the task log while it runs.
+  log; each attempt's log is passed on to the task log while it runs, read once a second (from the
+  triggerer when the operator has deferred the wait).
 - A pod that cannot start (unschedulable, its image not pullable) fails the run at once with the
   reason, as the ``kubernetes`` target fails a rollout.
 - Whatever happens to the run, the Job, its pods and its pull secret are deleted: explicitly, with
@@ -21,9 +22,10 @@ import time
 from typing import Any
 
 from cloud_deploy_provider.accelerators import request_of
-from cloud_deploy_provider.jobs import JobResult, Output
+from cloud_deploy_provider.jobs import LOG_TAIL_LINES, JobResult
 from cloud_deploy_provider.settings import SettingsError
 from cloud_deploy_provider.spec import DeploymentSpec, Job
+from cloud_deploy_provider.targets import TargetStatus
 from cloud_deploy_provider.targets.kubernetes import LABEL_INSTANCE, KubernetesTarget, resource_block
 
 LABEL_JOB = "cloud-deploy.io/job"
@@ -31,7 +33,6 @@ JOB_CONTAINER = "job"
 FINISHED_TTL_SECONDS = 600
 POLL_SECONDS = 1.0
 DEADLINE_GRACE_SECONDS = 60  # for the job controller to act on activeDeadlineSeconds once it has passed
-DRAIN_SECONDS = 5
 GONE_TIMEOUT_SECONDS = 60
 GPU_TYPE_LABEL_VARIABLE = "CLOUD_DEPLOY_K8S_GPU_TYPE_LABEL"
 DEFAULT_GPU_TYPE_LABEL = "cloud.google.com/gke-accelerator"  # the seed's GPU types are GKE accelerator names
@@ -109,6 +110,28 @@ class KubernetesJobRunner(KubernetesTarget):
     # ------------------------------------------------------------------ running
 
     def run(self, spec: DeploymentSpec, job: Job, image: str, *, work_dir: str | None = None) -> JobResult:
+        """Start the Job and follow it to its end in this process; the Job is deleted however the run ends.
+
+        The operator runs the same pieces, but waits for the end in the triggerer.
+        """
+        self.start(spec, job, image, work_dir=work_dir)
+        try:
+            watch = KubernetesJobWatch(self, spec, job)
+            deadline = time.monotonic() + job.timeout_seconds + DEADLINE_GRACE_SECONDS
+            while True:
+                status = watch.status(spec)
+                for line in status.details.get("log", []):
+                    self.log(line)
+                if status.state in ("completed", "failed"):
+                    return JobResult.from_dict(status.details["result"])
+                if time.monotonic() >= deadline:
+                    return self.overdue(job, watch)
+                time.sleep(POLL_SECONDS)
+        finally:
+            self.remove(spec, job)
+
+    def start(self, spec: DeploymentSpec, job: Job, image: str, *, work_dir: str | None = None) -> str:
+        """Remove what an earlier run left, then create the job's pull secret and its Job; returns the Job's name."""
         namespace, name = self.namespace(spec), self.job_name(job)
         manifest = self.job_manifest(spec, job, image, work_dir)
         self.remove(spec, job, leftovers=True)
@@ -118,48 +141,27 @@ class KubernetesJobRunner(KubernetesTarget):
                 self._call(f"create Secret {secret['metadata']['name']}", self.core.create_namespaced_secret,
                            namespace, secret)
             self._call(f"create Job {name}", self.batch.create_namespaced_job, namespace, manifest)
-            self.log(f"job {job.name}: Job {namespace}/{name} runs {image} (backoffLimit {job.retries}, "
-                     f"activeDeadlineSeconds {job.timeout_seconds})")
-            return self._follow(job, namespace, name)
-        finally:
+        except BaseException:
             self.remove(spec, job)
+            raise
+        self.log(f"job {job.name}: Job {namespace}/{name} runs {image} (backoffLimit {job.retries}, "
+                 f"activeDeadlineSeconds {job.timeout_seconds})")
+        return name
 
-    def _follow(self, job: Job, namespace: str, name: str) -> JobResult:
-        """Forward each attempt's log until the Job finishes, a pod cannot start, or the deadline passes."""
-        deadline = time.monotonic() + job.timeout_seconds + DEADLINE_GRACE_SECONDS
-        outputs: dict[str, Output] = {}
-        while True:
-            current = self._call(f"read Job {name}", self.batch.read_namespaced_job, name, namespace)
-            pods = self._job_pods(namespace, name)
-            for pod in pods:
-                if pod.metadata.name not in outputs and _started(pod):
-                    self.log(f"job {job.name}: attempt {len(outputs) + 1}, pod {pod.metadata.name}")
-                    outputs[pod.metadata.name] = self._followed_log(namespace, pod.metadata.name)
-            finished = _finished(current)
-            if finished is not None:
-                for output in outputs.values():
-                    output.forward_until_end(time.monotonic() + DRAIN_SECONDS)
-                return self._result(job, finished, self._job_pods(namespace, name), outputs)
-            problem = self.pod_problem(namespace, name)
-            if problem is not None:
-                return JobResult("failed", None, _tail(outputs), reason=problem, timeout_seconds=job.timeout_seconds)
-            if time.monotonic() >= deadline:
-                self.log(f"job {job.name}: still active {DEADLINE_GRACE_SECONDS} s after its deadline; deleting it")
-                return JobResult("failed", None, _tail(outputs), True, name, job.timeout_seconds)
-            attempts = list(outputs.values())
-            for output in attempts[:-1]:
-                output.forward_until_end(time.monotonic())  # the lines read so far
-            if not attempts or attempts[-1].forward_until_end(time.monotonic() + POLL_SECONDS):
-                time.sleep(POLL_SECONDS)  # nothing to wait on: no attempt has started, or the last one has ended
+    def overdue(self, job: Job, watch: KubernetesJobWatch) -> JobResult:
+        self.log(f"job {job.name}: still active {DEADLINE_GRACE_SECONDS} s after its deadline; deleting it")
+        return JobResult("failed", None, watch.tail(), True, self.job_name(job), job.timeout_seconds)
 
-    def _result(self, job: Job, finished: tuple[str, str, str], pods: list[Any],
-                outputs: dict[str, Output]) -> JobResult:
+    def deadline_seconds(self, job: Job) -> int:
+        """How long to wait for the Job: its own deadline, and time for the job controller to act on it."""
+        return job.timeout_seconds + DEADLINE_GRACE_SECONDS
+
+    def _result(self, job: Job, finished: tuple[str, str, str], pods: list[Any], tail: list[str]) -> JobResult:
         kind, reason, message = finished
         ended = [pod for pod in pods if _terminated(pod) is not None]
         last = ended[-1] if ended else None
         exit_code = _terminated(last).exit_code if last is not None else None
         pod_name = last.metadata.name if last is not None else ""
-        tail = list(outputs[pod_name].tail) if pod_name in outputs else _tail(outputs)
         if kind == "Complete":
             return JobResult("completed", exit_code, tail, False, pod_name, job.timeout_seconds)
         if reason == "DeadlineExceeded":
@@ -175,13 +177,16 @@ class KubernetesJobRunner(KubernetesTarget):
                           label_selector=f"{LABEL_INSTANCE}={name}").items
         return sorted(pods, key=lambda pod: (pod.metadata.creation_timestamp, pod.metadata.name))
 
-    def _followed_log(self, namespace: str, pod: str) -> Output:
-        def open_stream():
-            response = self.core.read_namespaced_pod_log(pod, namespace, container=JOB_CONTAINER, follow=True,
-                                                         _preload_content=False)
-            return response.stream(4096)
+    def _pod_log(self, namespace: str, pod: str) -> list[str]:
+        from kubernetes.client.exceptions import ApiException
 
-        return Output(open_stream, self.log)
+        try:  # raw bytes: the client's own decoding turns a log into the repr of bytes
+            response = self.core.read_namespaced_pod_log(pod, namespace, container=JOB_CONTAINER,
+                                                         _preload_content=False)
+        except ApiException:  # not yet readable (the container is starting), or the pod is gone
+            return []
+        return response.data.decode(errors="replace").splitlines()
+
 
     # ------------------------------------------------------------------ cleaning up
 
@@ -207,6 +212,58 @@ class KubernetesJobRunner(KubernetesTarget):
                 self.log(f"job {job.name}: pods {names} are still terminating after {GONE_TIMEOUT_SECONDS} s")
                 return
             time.sleep(POLL_SECONDS)
+
+
+class KubernetesJobWatch:
+    """One running Job as the trigger (or :meth:`KubernetesJobRunner.run`) sees it: its state, and the log
+    lines of each attempt not seen yet. Reading changes nothing; it only remembers which lines it passed on.
+
+    ``status`` has the job target's shape: ``running``/``starting`` while it runs; ``completed`` or
+    ``failed`` with the :class:`JobResult` in ``details["result"]``; new log lines in ``details["log"]``.
+    """
+
+    def __init__(self, runner: KubernetesJobRunner, spec: DeploymentSpec, job: Job):
+        self.runner, self.job = runner, job
+        self.namespace, self.name = runner.namespace(spec), runner.job_name(job)
+        self.seen: dict[str, list[str]] = {}
+
+    @classmethod
+    def for_trigger(cls, project: Any, spec: DeploymentSpec, log: Any, job: str) -> KubernetesJobWatch:
+        found = next(entry for entry in spec.schedule.jobs if entry.name == job)
+        return cls(KubernetesJobRunner(project, log=log), spec, found)
+
+    def status(self, spec: DeploymentSpec | None = None) -> TargetStatus:
+        runner, job = self.runner, self.job
+        current = runner._call(f"read Job {self.name}", runner.batch.read_namespaced_job, self.name, self.namespace)
+        pods = runner._job_pods(self.namespace, self.name)
+        lines = self._new_lines([pod for pod in pods if _started(pod)])
+        finished = _finished(current)
+        if finished is not None:
+            result = runner._result(job, finished, runner._job_pods(self.namespace, self.name), self.tail())
+            return TargetStatus(result.state, message=result.message(), details={"result": result.to_dict(), "log": lines})
+        problem = runner.pod_problem(self.namespace, self.name)
+        if problem is not None:
+            result = JobResult("failed", None, self.tail(), reason=problem, timeout_seconds=job.timeout_seconds)
+            return TargetStatus("failed", message=result.message(), details={"result": result.to_dict(), "log": lines})
+        state = "running" if self.seen else "starting"
+        return TargetStatus(state, message=f"job {job.name}: Job {self.name} {state}", details={"log": lines})
+
+    def tail(self) -> list[str]:
+        """The last lines of the newest attempt."""
+        return list(self.seen.values())[-1][-LOG_TAIL_LINES:] if self.seen else []
+
+    def _new_lines(self, started: list[Any]) -> list[str]:
+        new: list[str] = []
+        for pod in started:
+            name = pod.metadata.name
+            if name not in self.seen:
+                new.append(f"job {self.job.name}: attempt {len(self.seen) + 1}, pod {name}")
+                self.seen[name] = []
+            lines = self.runner._pod_log(self.namespace, name)
+            new += lines[len(self.seen[name]):]
+            if len(lines) > len(self.seen[name]):
+                self.seen[name] = lines
+        return new
 
 
 def job_resources(job: Job) -> dict[str, Any]:
@@ -239,5 +296,4 @@ def _terminated(pod: Any) -> Any:
     return state.terminated if state is not None else None
 
 
-def _tail(outputs: dict[str, Output]) -> list[str]:
-    return list(list(outputs.values())[-1].tail) if outputs else []
+

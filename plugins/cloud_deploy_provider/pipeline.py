@@ -165,6 +165,15 @@ def readiness_outcome(status: TargetStatus) -> str | None:
     return None
 
 
+def finished_outcome(status: TargetStatus) -> str | None:
+    """For a job: ``ready`` once it completed, ``failed`` once it failed; None while it runs."""
+    if status.state == "completed":
+        return "ready"
+    if status.state in ("exited", "failed", "absent"):
+        return "failed"
+    return None
+
+
 FIRST_POLL_SECONDS = 0.05
 POLL_GROWTH = 1.25
 
@@ -190,24 +199,38 @@ def wait_ready(
     time and return None: the caller hands the rest of the wait to the triggerer.
     """
     timeout = ready_timeout(target, spec)
-    deadline = deadline if deadline is not None else time.time() + timeout
+    outcome, status = poll(target, spec, log, readiness_outcome,
+                           deadline if deadline is not None else time.time() + timeout, until)
+    if outcome == "ready":
+        return status
+    if outcome == "failed":
+        raise DeploymentFailed(status.message)
+    if outcome == "timeout":
+        raise DeploymentFailed(f"not ready after {timeout:.0f} s: {status.message}")
+    return None
+
+
+def poll(watched: Any, spec: DeploymentSpec, log: Log, outcome_of: Callable[[TargetStatus], str | None],
+         deadline: float, until: float | None = None) -> tuple[str | None, TargetStatus]:
+    """Poll ``watched.status(spec)`` until ``outcome_of`` decides (ready, failed), ``deadline`` passes
+    (timeout) or ``until`` comes (None: still waiting). Log lines a status carries are logged."""
     last_message = None
     delays = poll_delays(spec.deploy.readiness.interval_seconds)
     while True:
-        status = target.status(spec)
+        status = watched.status(spec)
+        for line in status.details.get("log", []):
+            log(line)
         if status.message != last_message:
             log(f"{status.state}: {status.message}")
             last_message = status.message
-        outcome = readiness_outcome(status)
-        if outcome == "ready":
-            return status
-        if outcome == "failed":
-            raise DeploymentFailed(status.message)
+        outcome = outcome_of(status)
+        if outcome is not None:
+            return outcome, status
         now, delay = time.time(), next(delays)
         if now >= deadline:
-            raise DeploymentFailed(f"not ready after {timeout:.0f} s: {status.message}")
+            return "timeout", status
         if until is not None and now + delay >= until:
-            return None
+            return None, status
         time.sleep(min(delay, deadline - now))
 
 

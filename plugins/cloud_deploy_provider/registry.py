@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from cloud_deploy_provider.errors import Refusal
 from cloud_deploy_provider.identity import ProjectRef
 
 MANIFEST_TYPES = ", ".join(
@@ -29,7 +30,7 @@ MANIFEST_TYPES = ", ".join(
 _AUTH_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
-class RegistryError(RuntimeError):
+class RegistryError(Refusal):
     """The registry refused or failed a request."""
 
 
@@ -133,7 +134,8 @@ class RegistryClient:
         if response.status_code == 404:
             return None
         if response.status_code != 200:
-            raise RegistryError(f"HEAD {url}: {response.status_code} {response.reason_phrase}")
+            raise RegistryError(f"HEAD {url}: {response.status_code} {response.reason_phrase}",
+                                status=response.status_code)
         digest = response.headers.get("Docker-Content-Digest")
         if digest:
             return digest
@@ -148,7 +150,7 @@ class RegistryClient:
                 self._authorization = self._authenticate(response.headers.get("WWW-Authenticate", ""), scope)
                 response = self._http.request(method, url, headers={"Accept": MANIFEST_TYPES, **self._authorization})
         except httpx.HTTPError as error:
-            raise RegistryError(f"{method} {url}: {error}") from None
+            raise RegistryError(f"{method} {url}: {error}", retryable=True) from None
         if response.status_code == 401:
             raise RegistryError(f"{method} {url}: 401 unauthorized (check the registry connection's login)")
         return response
@@ -167,8 +169,9 @@ class RegistryClient:
         try:
             answer = self._http.get(params["realm"], params=query, auth=auth)
         except (KeyError, httpx.HTTPError) as error:
-            raise RegistryError(f"token request to {self.registry.host} failed: {error}") from None
+            raise RegistryError(f"token request to {self.registry.host} failed: {error}",
+                                retryable=isinstance(error, httpx.HTTPError)) from None
         if answer.status_code != 200:
-            raise RegistryError(f"token request to {params['realm']}: {answer.status_code}")
+            raise RegistryError(f"token request to {params['realm']}: {answer.status_code}", status=answer.status_code)
         token = answer.json().get("token") or answer.json().get("access_token")
         return {"Authorization": f"Bearer {token}"}

@@ -117,3 +117,35 @@ def test_push_through_airflow_keeps_the_registry_password_out_of_logs_xcom_and_r
     assert values and password not in json.dumps(values)
     detail = TestClient(create_gateway_app()).get(f"/deployments/{hello_project.user_id}/{hello_project.project_id}")
     assert detail.status_code == 200 and password not in detail.text
+
+
+def test_a_slow_readiness_is_waited_for_in_the_triggerer(airflow_db, hello_project, monkeypatch, capfd):
+    """Past CLOUD_DEPLOY_INLINE_WAIT_SECONDS the deploy task defers; the trigger sees the service answer."""
+    monkeypatch.setenv("CLOUD_DEPLOY_INLINE_WAIT_SECONDS", "0")
+    server = hello_project.folder / "server.py"
+    server.write_text("import time; time.sleep(3)\n" + server.read_text())
+    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+
+    assert run.state == "success"
+    assert "the triggerer waits for the rest" in capfd.readouterr().out, "the task deferred"
+    status = _status(hello_project)
+    assert status.status == Status.RUNNING and status.url == hello_project.url
+    result = runs.latest_run(runs.DEPLOY_DAG, hello_project.ref).xcom("deploy")
+    assert result["status"]["state"] == "running" and result["stages"]["wait_ready"] >= 2, result["stages"]
+    assert set(result["stages"]) == {"validate", "build", "push", "deploy", "wait_ready"}
+    assert httpx.get(f"{hello_project.url}/healthz", timeout=5).status_code == 200
+
+
+def test_a_service_that_crashes_while_waited_for_fails_the_run_with_its_exit_code(airflow_db, hello_project,
+                                                                                monkeypatch):
+    monkeypatch.setenv("CLOUD_DEPLOY_INLINE_WAIT_SECONDS", "0")
+    server = hello_project.folder / "server.py"
+    server.write_text("import sys, time; time.sleep(1); print('no model here'); sys.exit(4)\n")
+    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+
+    assert run.state == "failed"
+    status = _status(hello_project)
+    assert status.status == Status.FAILED and status.stage == "wait_ready", status
+    assert "exit code 4" in status.message and "no model here" in status.message, status.message
+    deploy = next(ti for ti in run.get_task_instances() if ti.task_id == "deploy")
+    assert deploy.try_number == 1, "a crashed service is not retried"

@@ -231,3 +231,25 @@ def test_without_a_registry_the_projects_image_cannot_run_on_kubernetes(kubernet
 
     assert run.state == "failed"
     assert "set CLOUD_DEPLOY_REGISTRY_CONN_ID, or give the job an image" in _xcom(run, "run", "error")["message"]
+
+
+def test_a_long_job_waits_in_the_triggerer_and_its_log_still_reaches_the_task_log(
+        scheduled, cluster, serialized_dags, pull_registry, monkeypatch, capfd):  # noqa: F811
+    """With no inline wait the run task defers at once: the trigger follows the Job, the resumed task reports
+    and deletes it."""
+    monkeypatch.setenv("CLOUD_DEPLOY_INLINE_WAIT_SECONDS", "0")
+    code = "import time; print('first half', flush=True); time.sleep(2); print('second half', flush=True)"
+    _scheduled(scheduled, jobs=[{"name": "halves", "cron": "@daily", "command": python(code), "target": "kubernetes",
+                                 "timeout_seconds": 120}])
+    run = _dagbag().dags[job_dag_id(scheduled.ref, "halves")].test()
+
+    assert run.state == "success"
+    result = _xcom(run, "run", "job")
+    assert (result["state"], result["exit_code"], result["log_tail"]) == ("completed", 0, ["first half", "second half"])
+    output = capfd.readouterr().out
+    assert "the triggerer waits for the rest" in output, "the task deferred"
+    assert "second half" in output, "the trigger passed the job's log on"
+    batch, core = _api(cluster)
+    selector = f"{LABEL_OWNER}={owner_value(scheduled.ref)}"
+    assert not batch.list_namespaced_job(NAMESPACE, label_selector=selector).items
+    assert not core.list_namespaced_pod(NAMESPACE, label_selector=selector).items

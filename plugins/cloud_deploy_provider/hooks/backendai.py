@@ -29,6 +29,7 @@ import httpx
 from airflow.sdk import BaseHook
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from cloud_deploy_provider.errors import Refusal
 from cloud_deploy_provider.hooks._connection import conn_id_from_env
 from cloud_deploy_provider.spec import ModelName
 
@@ -39,7 +40,7 @@ TUS_CHUNK = 8 * 1024 * 1024
 _ENDPOINT_HOST = "[A-Za-z0-9.-]+"
 
 
-class BackendAIError(RuntimeError):
+class BackendAIError(Refusal):
     """The manager refused a request, or could not be reached."""
 
 
@@ -161,11 +162,12 @@ class BackendAIClient:
         try:
             response = self._http.request(method, path, json=json, params=params)
         except httpx.HTTPError as error:
-            raise BackendAIError(f"Backend.AI manager at {self.settings.endpoint} is unreachable: {error}") from None
+            raise BackendAIError(f"Backend.AI manager at {self.settings.endpoint} is unreachable: {error}",
+                                 retryable=True) from None
         if response.status_code == 404 and missing_ok:
             return None
         if response.status_code >= 400:
-            raise BackendAIError(self._explain(method, path, response))
+            raise BackendAIError(self._explain(method, path, response), status=response.status_code)
         return response.json() if response.content and response.status_code != 204 else None
 
     def graphql(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
@@ -188,10 +190,10 @@ class BackendAIClient:
                                                headers={**headers, "Upload-Offset": str(offset)},
                                                content=content[offset:offset + TUS_CHUNK])
             except httpx.HTTPError as error:
-                raise BackendAIError(f"upload of {path} to vfolder {folder} failed: {error}") from None
+                raise BackendAIError(f"upload of {path} to vfolder {folder} failed: {error}", retryable=True) from None
             if response.status_code not in (200, 204):
                 raise BackendAIError(f"upload of {path} to vfolder {folder}: storage proxy answered "
-                                     f"{response.status_code}")
+                                     f"{response.status_code}", status=response.status_code)
 
     def _explain(self, method: str, path: str, response: httpx.Response) -> str:
         try:

@@ -84,6 +84,52 @@ class CloudDeployStageOperator(BaseOperator):
     def run_stage(self, context: Any) -> Any:
         raise NotImplementedError
 
+    deferrable = False
+
+    def wait_or_defer(self, watched: Any, spec: Any, deadline: float, resume: str, until: str = "finished",
+                      watch: str | None = None, watch_args: dict[str, Any] | None = None,
+                      before_deferring: Any = None) -> tuple[str, Any]:
+        """Poll ``watched.status(spec)`` for ``CLOUD_DEPLOY_INLINE_WAIT_SECONDS``, then (when deferrable) hand the
+        rest of the wait to the triggerer and resume in ``resume(context, event)``. Returns (outcome, status)
+        when the wait ended in the task: ``ready``, ``failed`` or ``timeout``.
+
+        What the resumed task needs goes into an XCom (``before_deferring``), not into the deferral's
+        kwargs: those are kept by the triggerer but dropped by ``dag.test()``, and an XCom shows in the UI."""
+        import time
+
+        from cloud_deploy_provider.pipeline import finished_outcome, poll, readiness_outcome
+        from cloud_deploy_provider.settings import PipelineSettings
+        from cloud_deploy_provider.triggers import TargetStatusTrigger
+
+        inline = PipelineSettings.from_env().inline_wait_seconds if self.deferrable else None
+        outcome_of = readiness_outcome if until == "ready" else finished_outcome
+        outcome, status = poll(watched, spec, self.log.info, outcome_of, deadline,
+                               until=time.time() + inline if inline is not None else None)
+        if outcome is None:
+            self.log.info("still waiting after %.0f s: the triggerer waits for the rest (until %s)", inline,
+                          time.strftime("%H:%M:%S", time.localtime(deadline)))
+            if before_deferring:
+                before_deferring()
+            self.defer(trigger=TargetStatusTrigger(self.user_id, self.project_id, spec.to_dict(), deadline,
+                                                   spec.deploy.readiness.interval_seconds if until == "ready" else 1.0,
+                                                   until=until, watch=watch, watch_args=watch_args),
+                       method_name=resume)
+        return outcome, status
+
+    @contextmanager
+    def cleaned_up_unless_deferred(self, clean_up: Any) -> Iterator[None]:
+        """Run ``clean_up`` however the block ends, except by deferring: what it waits for still exists then."""
+        from airflow.sdk.exceptions import TaskDeferred
+
+        try:
+            yield
+        except TaskDeferred:
+            raise
+        except BaseException:
+            clean_up()
+            raise
+        clean_up()
+
     @property
     def project(self):
         from cloud_deploy_provider.identity import ProjectRef
@@ -182,9 +228,7 @@ class CloudDeployOperator(CloudDeployBuildOperator):
     def run_stage(self, context: Any) -> dict[str, Any]:
         import time
 
-        from cloud_deploy_provider.pipeline import image_ref, make_target, ready_timeout, wait_ready
-        from cloud_deploy_provider.settings import PipelineSettings
-        from cloud_deploy_provider.triggers import TargetStatusTrigger
+        from cloud_deploy_provider.pipeline import image_ref, make_target, ready_timeout
 
         result = self.validated_built_pushed()
         spec = self.loaded(result).spec
@@ -193,53 +237,47 @@ class CloudDeployOperator(CloudDeployBuildOperator):
             context["ti"].xcom_push(key="progress", value={"stage": "deploy"})  # TANGO: building -> preparing
             result.update(target.deploy(spec, image_ref(result["image"])).to_dict())
         with self.stage("wait_ready"):
-            deadline = time.time() + ready_timeout(target, spec)
-            inline = PipelineSettings.from_env().inline_wait_seconds if self.deferrable else None
-            status = wait_ready(target, spec, self.log.info, deadline,
-                                until=time.time() + inline if inline is not None else None)
-            if status is None:
-                self.log.info("not ready after %.0f s: the triggerer waits for the rest (until %s)", inline,
-                              time.strftime("%H:%M:%S", time.localtime(deadline)))
-                context["ti"].xcom_push(key="progress", value={"stage": "wait_ready", "deployed": _deployed(result)})
-                result.update(stages=self.stage_seconds, waiting_since=time.time())
-                self.defer(
-                    trigger=TargetStatusTrigger(self.user_id, self.project_id, spec.to_dict(), deadline,
-                                                spec.deploy.readiness.interval_seconds),
-                    method_name="execute_complete",
-                    kwargs={"result": result},
-                )
-        return _ready(result, status.to_dict(), self.stage_seconds)
+            timeout, waiting_since = ready_timeout(target, spec), time.time()
 
-    def execute_complete(self, context: Any, event: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-        self.current_stage = "wait_ready"
-        return self.recording_failures(context, self._resumed, event, result)
+            def deferring() -> None:
+                waiting = {"result": result, "stages": dict(self.stage_seconds), "since": waiting_since,
+                           "timeout": timeout}
+                context["ti"].xcom_push(key="progress", value={"stage": "wait_ready", "deployed": _deployed(result),
+                                                               "waiting": waiting})
 
-    def _resumed(self, event: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-        from cloud_deploy_provider.pipeline import DeploymentFailed
+            outcome, status = self.wait_or_defer(target, spec, time.time() + timeout, "execute_complete", until="ready",
+                                                 before_deferring=deferring)
+            return self._ready(result, outcome, status.to_dict(), timeout)
 
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """Resumed from the triggerer with its verdict on readiness."""
         import time
 
-        stages = result.pop("stages", {})
-        stages["wait_ready"] = round(stages.get("wait_ready", 0) + time.time() - result.pop("waiting_since"), 3)
-        self.stage_seconds = stages
-        if event["outcome"] == "ready":
-            return _ready(result, event["status"], stages)
-        if event["outcome"] == "timeout":
-            raise DeploymentFailed(f"not ready by its deadline: {event['message']}")
-        raise DeploymentFailed(event["message"])
+        def resumed() -> dict[str, Any]:
+            waiting = context["ti"].xcom_pull(task_ids=self.task_id, key="progress")["waiting"]
+            self.stage_seconds = {**waiting["stages"], "wait_ready": round(time.time() - waiting["since"], 3)}
+            return self._ready(waiting["result"], event["outcome"], event["status"] or {"message": event["message"]},
+                               waiting["timeout"])
 
+        self.current_stage = "wait_ready"
+        return self.recording_failures(context, resumed)
 
-DEPLOY_RESULT_KEYS = ("target", "resources", "url", "changed")
+    def _ready(self, result: dict[str, Any], outcome: str, status: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """The task's result: spec and image; the deploy's target, resources, URL and change; the ready status;
+        the seconds each stage took. A service that failed or was not ready in time fails the task."""
+        from cloud_deploy_provider.pipeline import DeploymentFailed
+
+        if outcome == "failed":
+            raise DeploymentFailed(status["message"])
+        if outcome == "timeout":
+            raise DeploymentFailed(f"not ready after {timeout:.0f} s: {status['message']}")
+        return {**result, "url": result.get("url") or status.get("url"), "status": status,
+                "stages": self.stage_seconds}
 
 
 def _deployed(result: dict[str, Any]) -> dict[str, Any]:
-    return {key: result.get(key) for key in DEPLOY_RESULT_KEYS}
-
-
-def _ready(result: dict[str, Any], status: dict[str, Any], stages: dict[str, float]) -> dict[str, Any]:
-    """The deploy task's result: spec and image; the deploy's target, resources, URL and change; the ready
-    status; the seconds each stage took."""
-    return {**result, "url": result.get("url") or status.get("url"), "status": status, "stages": stages}
+    """What the deploy stage returned: target, resources, URL, whether it changed anything."""
+    return {key: result.get(key) for key in ("target", "resources", "url", "changed")}
 
 
 class CloudUndeployOperator(CloudDeployStageOperator):
@@ -276,11 +314,14 @@ class CloudJobOperator(CloudDeployStageOperator):
     result (state, exit code, last log lines) is the ``job`` XCom, also when the job fails.
 
     :param job: the job's name in ``schedule.jobs``
+    :param deferrable: wait for a Kubernetes or AWS Batch job in the triggerer (default True); a job
+        on the local Docker engine runs in the task, which streams its output and enforces its timeout
     """
 
-    def __init__(self, *, job: str, **kwargs: Any):
+    def __init__(self, *, job: str, deferrable: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
         self.job = job
+        self.deferrable = deferrable
 
     @property
     def image(self) -> dict[str, Any] | None:
@@ -309,9 +350,11 @@ class CloudJobOperator(CloudDeployStageOperator):
         return self.reported(context, job, result)
 
     def run_on_kubernetes(self, context: Any, spec: Any, job: Any) -> dict[str, Any]:
-        """A batch/v1 Job in the kubernetes connection's cluster, deleted with its pods afterwards."""
+        """A batch/v1 Job in the kubernetes connection's cluster, deleted with its pods once it has ended."""
+        import time
+
         from cloud_deploy_provider.jobs import JobError
-        from cloud_deploy_provider.kubernetes_jobs import KubernetesJobRunner
+        from cloud_deploy_provider.kubernetes_jobs import KubernetesJobRunner, KubernetesJobWatch
         from cloud_deploy_provider.pipeline import image_ref
 
         if job.image:
@@ -323,8 +366,46 @@ class CloudJobOperator(CloudDeployStageOperator):
                                "none is configured: set CLOUD_DEPLOY_REGISTRY_CONN_ID, or give the job an image")
             image = built.pinned
         runner = KubernetesJobRunner(self.project, log=self.log.info)
-        result = runner.run(spec, job, image, work_dir=spec.deploy.work_dir if job.image is None else None)
+        runner.start(spec, job, image, work_dir=spec.deploy.work_dir if job.image is None else None)
+        with self.cleaned_up_unless_deferred(lambda: runner.remove(spec, job)):
+            watch = KubernetesJobWatch(runner, spec, job)
+            outcome, status = self.wait_or_defer(
+                watch, spec, time.time() + runner.deadline_seconds(job), "kubernetes_job_ended",
+                watch=f"{KubernetesJobWatch.__module__}:{KubernetesJobWatch.__name__}", watch_args={"job": job.name},
+            )
+            result = self._kubernetes_result(runner, job, outcome, status.to_dict(), watch.tail())
         return self.reported(context, job, result)
+
+    def kubernetes_job_ended(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """Resumed from the triggerer: the Job ended (or overran); delete it, report its result."""
+        from cloud_deploy_provider.kubernetes_jobs import KubernetesJobRunner
+
+        spec = self.loaded(self.validated).spec
+        job = next(job for job in spec.schedule.jobs if job.name == self.job)
+        runner = KubernetesJobRunner(self.project, log=self.log.info)
+
+        def ended() -> dict[str, Any]:
+            try:
+                result = self._kubernetes_result(runner, job, event["outcome"], event["status"] or {}, [])
+            finally:
+                runner.remove(spec, job)
+            return self.reported(context, job, result)
+
+        self.current_stage = "run"
+        return self.recording_failures(context, ended)
+
+    @staticmethod
+    def _kubernetes_result(runner: Any, job: Any, outcome: str, status: dict[str, Any], tail: list[str]) -> Any:
+        from cloud_deploy_provider.jobs import JobResult
+
+        found = (status.get("details") or {}).get("result")
+        if found:
+            return JobResult.from_dict(found)
+        if outcome == "timeout":
+            runner.log(f"job {job.name}: still active after its deadline; deleting it")
+            return JobResult("failed", None, tail, True, runner.job_name(job), job.timeout_seconds)
+        return JobResult("failed", None, tail, reason=status.get("message") or "the job's status could not be read",
+                         timeout_seconds=job.timeout_seconds)
 
     def reported(self, context: Any, job: Any, result: Any) -> dict[str, Any]:
         """The result as the ``job`` XCom; a run that did not complete fails the task with its message."""
@@ -336,28 +417,54 @@ class CloudJobOperator(CloudDeployStageOperator):
 
     def run_on_batch(self, context: Any, spec: Any, job: Any) -> dict[str, Any]:
         """Submit to AWS Batch and wait; the job definition and any job still running are removed afterwards."""
+        import time
+
         from cloud_deploy_provider.jobs import batch_job_spec
-        from cloud_deploy_provider.pipeline import DeploymentFailed, image_ref, wait_ready
+        from cloud_deploy_provider.pipeline import image_ref, ready_timeout
         from cloud_deploy_provider.targets import ImageRef
         from cloud_deploy_provider.targets.aws_batch import BatchTarget
 
         job_spec = batch_job_spec(spec, job)
         target = BatchTarget(self.project, log=self.log.info)
-        try:
+        with self.cleaned_up_unless_deferred(lambda: _remove_batch_job(target, job_spec)):
             target.deploy(job_spec, ImageRef(job.image) if job.image else image_ref(self.image))
-            try:
-                status = wait_ready(target, job_spec, self.log.info)
-                result = {"state": "completed", "exit_code": 0, "message": status.message}
-            except DeploymentFailed as failure:
-                details = target.status(job_spec).details
-                result = {"state": "failed", "exit_code": details.get("exit_code"), "message": str(failure)}
-        finally:
-            target.terminate_jobs(job_spec)
-            target.deregister_job_definitions(job_spec)
+            outcome, status = self.wait_or_defer(target, job_spec, time.time() + ready_timeout(target, job_spec),
+                                                 "batch_job_ended")
+        return self._batch_reported(context, job, outcome, status.to_dict())
+
+    def batch_job_ended(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """Resumed from the triggerer: the Batch job ended (or overran); remove it, report its result."""
+        from cloud_deploy_provider.jobs import batch_job_spec
+        from cloud_deploy_provider.targets.aws_batch import BatchTarget
+
+        spec = self.loaded(self.validated).spec
+        job = next(job for job in spec.schedule.jobs if job.name == self.job)
+        job_spec = batch_job_spec(spec, job)
+
+        def ended() -> dict[str, Any]:
+            _remove_batch_job(BatchTarget(self.project, log=self.log.info), job_spec)
+            return self._batch_reported(context, job, event["outcome"], event["status"] or {"message": event["message"]})
+
+        self.current_stage = "run"
+        return self.recording_failures(context, ended)
+
+    def _batch_reported(self, context: Any, job: Any, outcome: str, status: dict[str, Any]) -> dict[str, Any]:
+        if outcome == "ready":
+            result = {"state": "completed", "exit_code": 0, "message": status.get("message")}
+        else:
+            message = status.get("message") or ""
+            if outcome == "timeout":
+                message = f"not finished by its deadline: {message}"
+            result = {"state": "failed", "exit_code": (status.get("details") or {}).get("exit_code"), "message": message}
         context["ti"].xcom_push(key="job", value=result)
         if result["state"] != "completed":
             raise RuntimeError(f"job {job.name}: {result['message']}")
         return result
+
+
+def _remove_batch_job(target: Any, job_spec: Any) -> None:
+    target.terminate_jobs(job_spec)
+    target.deregister_job_definitions(job_spec)
 
 
 def deploy_pipeline(user_id: str, project_id: str) -> CloudDeployOperator:

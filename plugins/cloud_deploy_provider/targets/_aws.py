@@ -6,13 +6,14 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from cloud_deploy_provider.ecr import CREATED_BY, delete_repository, ecr_registry
+from cloud_deploy_provider.errors import Refusal
 from cloud_deploy_provider.hooks.aws import AwsSession
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.registry import Registry, repository_path
 from cloud_deploy_provider.spec import DeploymentSpec
 
 
-class AwsTargetError(RuntimeError):
+class AwsTargetError(Refusal):
     pass
 
 

@@ -458,7 +458,8 @@ class SageMakerTarget(AwsTarget):
     def delete_endpoint(self, name: str) -> None:
         self.deleted(self.session.client("sagemaker").delete_endpoint, EndpointName=name)
         if self.wait_endpoint(name, lambda found: False) is not None:
-            raise AwsTargetError(f"aws-sagemaker: endpoint {name} is still being deleted after {SETTLE_SECONDS} s")
+            raise AwsTargetError(f"aws-sagemaker: endpoint {name} is still being deleted after {SETTLE_SECONDS} s",
+                                 retryable=True)
         self.log(f"deleted endpoint {name}")
 
     def delete_model_data(self, spec: DeploymentSpec) -> list[str]:

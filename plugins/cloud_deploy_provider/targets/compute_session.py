@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import yaml
 
 from cloud_deploy_provider.accelerators import backendai_slots
+from cloud_deploy_provider.errors import Refusal
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec, ModelService
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
@@ -58,7 +59,7 @@ query($endpoint_id: UUID!) {
 IN_WORK_DIR = ["/bin/sh", "-c", 'cd "$0" && exec "$@"']
 
 
-class ComputeSessionError(RuntimeError):
+class ComputeSessionError(Refusal):
     pass
 
 
@@ -314,7 +315,7 @@ class ComputeSessionTarget:
                 return
             time.sleep(POLL_SECONDS)
         raise ComputeSessionError(f"compute-session: service {endpoint_id} is still being destroyed after "
-                                  f"{SETTLE_SECONDS:.0f} s")
+                                  f"{SETTLE_SECONDS:.0f} s", retryable=True)
 
 
 def _environ(endpoint: dict[str, Any]) -> dict[str, Any]:

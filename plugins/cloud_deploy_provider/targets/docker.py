@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 import httpx
 
 from cloud_deploy_provider.accelerators import docker_devices
+from cloud_deploy_provider.errors import Refusal, is_transient
 from cloud_deploy_provider.hooks.docker_engine import EngineUser
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.settings import EngineSettings
@@ -24,7 +25,7 @@ PROBE_TIMEOUT_SECONDS = 2.0
 STOP_TIMEOUT_SECONDS = 10
 
 
-class DockerTargetError(RuntimeError):
+class DockerTargetError(Refusal):
     pass
 
 
@@ -125,7 +126,8 @@ class DockerTarget(EngineUser):
             if current:
                 self.client.rename(current["Id"], name)
                 self.client.start(current["Id"])
-            raise DockerTargetError(f"the new container did not start, the previous one was kept: {error}") from error
+            raise DockerTargetError(f"the new container did not start, the previous one was kept: {error}",
+                                    retryable=is_transient(error)) from error
         self.client.rename(new_id, name)
         if current:
             self.client.remove_container(current["Id"], force=True)

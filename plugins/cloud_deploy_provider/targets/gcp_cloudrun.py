@@ -25,6 +25,7 @@ from cloud_deploy_provider.artifact_registry import (
     owner,
     repository_of,
 )
+from cloud_deploy_provider.errors import Refusal
 from cloud_deploy_provider.hooks.gcp import GcpSession
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.registry import Registry
@@ -50,7 +51,7 @@ TRAFFIC_MOVE_TIMEOUT_SECONDS = 120
 DELETE_TIMEOUT_SECONDS = 300
 
 
-class CloudRunError(RuntimeError):
+class CloudRunError(Refusal):
     pass
 
 

@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from cloud_deploy_provider.accelerators import ktc_gpus
+from cloud_deploy_provider.errors import Refusal
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
@@ -25,7 +26,7 @@ STATES = {"running": "running", "starting": "starting", "pending": "starting", "
           "failed": "failed", "error": "failed", "exited": "exited"}
 
 
-class KtcError(RuntimeError):
+class KtcError(Refusal):
     pass
 
 
@@ -77,13 +78,14 @@ class KtcTarget:
             with httpx.Client(timeout=TIMEOUT_SECONDS) as client:
                 response = client.request(method, url, **kwargs)
         except httpx.HTTPError as error:
-            raise KtcError(f"ktc agent at {self.address(spec)} is unreachable: {error}") from None
+            raise KtcError(f"ktc agent at {self.address(spec)} is unreachable: {error}", retryable=True) from None
         try:
             body = response.json()
         except ValueError:
             body = {"error": response.text[:500]}
         if response.status_code >= 400:
-            raise KtcError(f"ktc agent: {method} {path} answered {response.status_code}: {body.get('error') or body}")
+            raise KtcError(f"ktc agent: {method} {path} answered {response.status_code}: {body.get('error') or body}",
+                           status=response.status_code)
         return body if isinstance(body, dict) else {"error": f"unexpected answer {body!r}"}
 
     def deploy(self, spec: DeploymentSpec, image: ImageRef) -> DeployResult:

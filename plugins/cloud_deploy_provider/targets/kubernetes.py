@@ -21,6 +21,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 from cloud_deploy_provider.accelerators import AcceleratorRequest, kubernetes_resources
+from cloud_deploy_provider.errors import Refusal
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec, K8s, K8sContainer, K8sPort
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
@@ -42,7 +43,7 @@ PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrIma
 CONFIG_FAILURES = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
 
 
-class KubernetesTargetError(RuntimeError):
+class KubernetesTargetError(Refusal):
     pass
 
 
@@ -344,9 +345,11 @@ class KubernetesTarget:
         try:
             return method(*args, **kwargs)
         except ApiException as error:
-            raise KubernetesTargetError(f"kubernetes: {what}: {error.status} {_api_message(error)}") from None
+            raise KubernetesTargetError(f"kubernetes: {what}: {error.status} {_api_message(error)}",
+                                        status=error.status) from None
         except HTTPError as error:
-            raise KubernetesTargetError(f"kubernetes: {what}: the API server is unreachable: {error}") from None
+            raise KubernetesTargetError(f"kubernetes: {what}: the API server is unreachable: {error}",
+                                        retryable=True) from None
 
     def _read(self, kind: str, namespace: str, name: str) -> Any | None:
         from kubernetes.client.exceptions import ApiException
@@ -357,7 +360,7 @@ class KubernetesTarget:
             if error.status == 404:
                 return None
             raise KubernetesTargetError(f"kubernetes: read {kind} {namespace}/{name}: {error.status} "
-                                        f"{_api_message(error)}") from None
+                                        f"{_api_message(error)}", status=error.status) from None
 
     def _api(self, kind: str, verb: str) -> Callable[..., Any]:
         api, plural = {
@@ -545,7 +548,7 @@ class KubernetesTarget:
         except ApiException as error:
             if error.status != 404:
                 raise KubernetesTargetError(f"kubernetes: delete {kind} {namespace}/{name}: {error.status} "
-                                            f"{_api_message(error)}") from None
+                                            f"{_api_message(error)}", status=error.status) from None
 
 
 def resource_block(accelerator: AcceleratorRequest, cpu: float | None, memory_mb: int | None) -> dict[str, Any]:
