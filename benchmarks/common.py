@@ -102,7 +102,7 @@ class Stack:
         if answer.status_code != 200:
             raise RuntimeError(f"/start {project.params}: {answer.status_code} {answer.text}")
 
-    def wait_running(self, project: Project, timeout: float = 600) -> None:
+    def wait_running(self, project: Project, timeout: float = 600, poll: float = 0.05) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             word = self.client.get("/status_request", params=project.params).text
@@ -110,7 +110,7 @@ class Stack:
                 return
             if word in ("failed", "unknown", "stopped"):
                 raise RuntimeError(self.client.get(f"/deployments/{project.user_id}/{project.project_id}").text)
-            time.sleep(0.05)
+            time.sleep(poll)
         raise TimeoutError(f"{project.params} not running after {timeout} s")
 
     def deploy(self, project: Project) -> float:
@@ -203,12 +203,11 @@ def remove_images(*references: str) -> None:
 
 
 def built_images() -> list[str]:
-    """What cloud-deploy built (by the label every project image carries) and its layer cache.
-
-    Removing them leaves the engine with the base image only: the next build of any step is cold.
-    """
-    def listed(*arguments: str) -> list[str]:
-        return subprocess.run(["docker", "images", "-q", *arguments], capture_output=True, text=True,
-                              check=False).stdout.split()
-
-    return sorted(set(listed("--filter", "label=io.cloud-deploy.key") + listed("cloud-deploy/cache")))
+    """What cloud-deploy built (every image of a ``cloud-deploy/...`` repository, in any registry) and its
+    layer cache, but the base image: removing them leaves the engine with the base image only, and the
+    next build of any step is cold."""
+    listed = subprocess.run(["docker", "images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"], capture_output=True,
+                            text=True, check=False).stdout.splitlines()
+    base = os.environ.get("CLOUD_DEPLOY_BASE_IMAGE", "cloud-deploy/debian-python:bookworm")
+    return sorted({image for line in listed for reference, image in [line.split(" ", 1)]
+                   if "cloud-deploy/" in reference and reference != base and "<none>" not in reference})

@@ -67,6 +67,18 @@ fi
 export PATH=$venv/bin:$PATH
 mkdir -p "$AIRFLOW__CORE__PLUGINS_FOLDER" "$CLOUD_DEPLOY_SHARED_ROOT/common"
 
+# Airflow imports $AIRFLOW_HOME/config/airflow_local_settings.py in every process at start-up; the
+# LocalExecutor forks its workers, and they every task, from the scheduler: with the deploy path's
+# modules imported there, no task spends its start importing them (cloud_deploy_provider/preload.py).
+mkdir -p "$AIRFLOW_HOME/config"
+cat > "$AIRFLOW_HOME/config/airflow_local_settings.py" <<'PY'
+# Written by scripts/stack.sh: import the deploy path once per process (see cloud_deploy_provider.preload).
+from cloud_deploy_provider.preload import preload
+
+preload()
+__all__: list[str] = []  # no cluster policies here
+PY
+
 passwords=$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated
 if [ ! -f "$passwords" ]; then
   password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(12))')

@@ -71,9 +71,12 @@ class _Layer:
         return self.runs or any(step.copies or step.workdir for _, step in self.steps)
 
 
-def build_image(client: Any, plan: BuildPlan, tag: str, log: Log, network_mode: str | None = None,
-                labels: dict[str, str] | None = None) -> str:
-    """Build ``plan`` as ``tag``, logging each step as ``docker build`` does; returns the image id."""
+def build_image(client: Any, plan: BuildPlan, tag: str, log: Log, network_mode: str | None = None) -> str:
+    """Build ``plan`` as ``tag``, logging each step as ``docker build`` does; returns the image id.
+
+    Nothing project-specific goes into the image beyond the plan (no labels): projects with the same
+    code share every layer, so a new project's build and push are tags and cross-repository mounts.
+    """
     base = image_id(client, plan.base.image)
     if base is None:
         raise BuildFailed(f"step 1/{len(plan.steps)} `{plan.steps[0].line}`",
@@ -84,7 +87,7 @@ def build_image(client: Any, plan: BuildPlan, tag: str, log: Log, network_mode: 
     layers = _layers(plan)
     for number, layer in enumerate(layers):
         final = number == len(layers) - 1
-        state.build(layer, labels=labels if final else None, tag=tag if final else None)
+        state.build(layer, tag=tag if final else None)
     log(f"Successfully built {_short(state.parent)}")
     log(f"Successfully tagged {tag}")
     return state.parent
@@ -113,14 +116,14 @@ class _State:
         self.workdir = config.get("WorkingDir") or "/"
         self.total = len(plan.steps)
 
-    def build(self, layer: _Layer, labels: dict[str, str] | None, tag: str | None) -> None:
-        key = self._key(layer, labels)
+    def build(self, layer: _Layer, tag: str | None) -> None:
+        key = self._key(layer)
         cached = f"{CACHE_REPOSITORY}:{key[:40]}"
         with _lock(key):
             found = image_id(self.client, cached)
             if found is None:
                 self._remove_leftovers(key)
-                found = self._commit(layer, labels, cached, key)
+                found = self._commit(layer, cached, key)
             else:
                 self._replay(layer, cached=True)
         self.parent = found
@@ -129,7 +132,7 @@ class _State:
             repository, _, name = tag.rpartition(":")
             self.client.tag(found, repository, name)
 
-    def _key(self, layer: _Layer, labels: dict[str, str] | None) -> str:
+    def _key(self, layer: _Layer) -> str:
         digest = hashlib.sha256(b"cloud-deploy layer v1\0" + self.parent.encode() + b"\0")
         digest.update(json.dumps(sorted(self.args.items())).encode() + self.workdir.encode() + b"\0")
         for _, step in layer.steps:
@@ -137,7 +140,6 @@ class _State:
             for destination, source in step.copies:
                 mode = b"x" if source in self.plan.executable else b"-"
                 digest.update(destination.encode() + b"\0" + mode + hashlib.sha256(self.plan.files[source]).digest())
-        digest.update(json.dumps(sorted((labels or {}).items())).encode())
         digest.update((self.network_mode or "").encode())
         return digest.hexdigest()
 
@@ -173,7 +175,7 @@ class _State:
             self.log(f"removing container {container['Id'][:12]} left by an interrupted build of this layer")
             _remove(self.client, container["Id"])
 
-    def _commit(self, layer: _Layer, labels: dict[str, str] | None, cached: str, key: str) -> str:
+    def _commit(self, layer: _Layer, cached: str, key: str) -> str:
         commit = self._replay(layer, cached=False)
         parent = self.client.inspect_image(self.parent)["Config"] or {}
         changes = list(commit.changes)
@@ -182,8 +184,6 @@ class _State:
         if not any(change.startswith("ENTRYPOINT ") for change in changes):
             changes += [f"ENTRYPOINT {json.dumps(parent.get('Entrypoint') or [])}",
                         f"CMD {json.dumps(parent.get('Cmd') or [])}"]
-        if labels:
-            changes.append("LABEL " + " ".join(f"{name}={json.dumps(value)}" for name, value in sorted(labels.items())))
         container = self.client.create_container(
             self.parent,
             command=commit.run or ["/bin/true"],

@@ -91,9 +91,7 @@ def build(
             return BuiltImage(image_id=image_id(client, reference), skipped="registry", digest=digest, **common)
     log(f"building {reference} FROM {plan.base.image}")
     started = time.monotonic()
-    built_id = build_image(
-        client, plan, reference, log, network_mode=settings.network_mode, labels=project.labels(spec.deploy.service_name)
-    )
+    built_id = build_image(client, plan, reference, log, network_mode=settings.network_mode)
     log(f"built {reference} ({built_id[:19]}) in {time.monotonic() - started:.1f} s")
     return BuiltImage(image_id=built_id, **common)
 

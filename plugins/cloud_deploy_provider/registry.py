@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from cloud_deploy_provider import http_clients
 from cloud_deploy_provider.errors import Refusal
 from cloud_deploy_provider.identity import ProjectRef
 
@@ -121,7 +122,7 @@ def repository_path(image_uri: str | None, project: ProjectRef) -> str:
 class RegistryClient:
     def __init__(self, registry: Registry, timeout: float = 30.0):
         self.registry = registry
-        self._http = httpx.Client(timeout=timeout)
+        self._http = http_clients.client(timeout=timeout)
         self._authorization: dict[str, str] = {}
 
     def close(self) -> None:

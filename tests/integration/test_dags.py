@@ -149,3 +149,32 @@ def test_a_service_that_crashes_while_waited_for_fails_the_run_with_its_exit_cod
     assert "exit code 4" in status.message and "no model here" in status.message, status.message
     deploy = next(ti for ti in run.get_task_instances() if ti.task_id == "deploy")
     assert deploy.try_number == 1, "a crashed service is not retried"
+
+
+def test_a_running_task_whose_heartbeat_stopped_is_reported_unknown(airflow_db, hello_project, monkeypatch):
+    """As the gateway reads it from the metadata DB: a run whose task's process died (the stack was
+    killed) says so instead of `preparing` until the scheduler retries the task."""
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import update
+
+    from airflow.models import DagRun, TaskInstance
+    from airflow.utils.session import create_session
+
+    from cloud_deploy_provider.api import deployments
+
+    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    assert run.state == "success"
+
+    def task_heard(seconds_ago: float) -> None:
+        with create_session() as session:
+            session.execute(update(DagRun).where(DagRun.id == run.id).values(state="running"))
+            session.execute(update(TaskInstance).where(TaskInstance.run_id == run.run_id).values(
+                state="running", last_heartbeat_at=datetime.now(timezone.utc) - timedelta(seconds=seconds_ago)))
+
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT", "20")  # as scripts/stack.sh sets it
+    task_heard(2)
+    assert deployments.current_status(hello_project.ref).status == Status.PREPARING, "a live task is working"
+    task_heard(60)
+    status = deployments.current_status(hello_project.ref)
+    assert status.status == Status.UNKNOWN and "heartbeat" in status.message, status

@@ -52,9 +52,9 @@ def latest_run(dag_id: str, project: ProjectRef) -> RunSnapshot | None:
             .order_by(DagRun.id.desc())
             .limit(1)
         ).first()
-        recent = session.execute(
+        recent = session.execute(  # runs triggered another way (the UI's form): by their conf
             select(DagRun.id, DagRun.conf)
-            .where(DagRun.dag_id == dag_id)
+            .where(DagRun.dag_id == dag_id, ~DagRun.run_id.startswith(f"{RUN_KIND[dag_id]}~", autoescape=True))
             .order_by(DagRun.id.desc())
             .limit(RECENT_RUNS_SCANNED)
         ).all()

@@ -29,6 +29,7 @@ import httpx
 from airflow.sdk import BaseHook
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from cloud_deploy_provider import http_clients
 from cloud_deploy_provider.errors import Refusal
 from cloud_deploy_provider.hooks._connection import conn_id_from_env
 from cloud_deploy_provider.spec import ModelName
@@ -149,8 +150,8 @@ class BackendAIClient:
     def __init__(self, settings: BackendAISettings, timeout: float = TIMEOUT_SECONDS):
         self.settings = settings
         auth = KeypairAuth(settings.access_key, settings.secret_key, settings.extra.api_version)
-        self._http = httpx.Client(base_url=settings.endpoint, auth=auth, timeout=timeout)
-        self._storage = httpx.Client(timeout=timeout)
+        self._http = http_clients.client(base_url=settings.endpoint, auth=auth, timeout=timeout)
+        self._storage = http_clients.client(timeout=timeout)
 
     def close(self) -> None:
         self._http.close()

@@ -13,6 +13,7 @@ import httpx
 from cloud_deploy_provider.accelerators import docker_devices
 from cloud_deploy_provider.errors import Refusal, is_transient
 from cloud_deploy_provider.hooks.docker_engine import EngineUser
+from cloud_deploy_provider.http_clients import probe_client
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.settings import EngineSettings
 from cloud_deploy_provider.spec import DeploymentSpec
@@ -176,7 +177,7 @@ class DockerTarget(EngineUser):
         if readiness.check == "tcp":
             return _tcp_ready(self.settings.publish_ip, spec.deploy.network.service_host_port)
         try:
-            response = httpx.get(url + readiness.path, timeout=PROBE_TIMEOUT_SECONDS)
+            response = probe_client().get(url + readiness.path, timeout=PROBE_TIMEOUT_SECONDS)
         except httpx.HTTPError as error:
             return False, f"GET {readiness.path}: {type(error).__name__}"
         if response.status_code >= 500:

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from cloud_deploy_provider import http_clients
 from cloud_deploy_provider.accelerators import ktc_gpus
 from cloud_deploy_provider.errors import Refusal
 from cloud_deploy_provider.identity import ProjectRef
@@ -75,7 +76,7 @@ class KtcTarget:
     def call(self, spec: DeploymentSpec, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         url = f"{self.address(spec)}{path}"
         try:
-            with httpx.Client(timeout=TIMEOUT_SECONDS) as client:
+            with http_clients.client(timeout=TIMEOUT_SECONDS) as client:
                 response = client.request(method, url, **kwargs)
         except httpx.HTTPError as error:
             raise KtcError(f"ktc agent at {self.address(spec)} is unreachable: {error}", retryable=True) from None
