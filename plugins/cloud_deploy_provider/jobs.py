@@ -83,25 +83,75 @@ class DockerJobRunner(EngineUser):
 
         Env values are secrets: they go to the engine only, never to the log.
         """
-        _check_job_name(job)
-        self.cleanup(job)
-        name = f"{self.project.resource_name(f'job-{job}', max_length=56)}-{secrets.token_hex(3)}"
-        self.log(f"job {job}: running {image} in container {name} (timeout {timeout_seconds} s)")
+        name = self._created(job, image, command, env, timeout_seconds, cpu, memory_mb, gpus, work_dir)
         try:
             with _engine_errors(job, image):
-                self.client.create_container(
-                    image=image,
-                    entrypoint=command,  # the job's command replaces the image's entrypoint, as in Kubernetes
-                    name=name,
-                    environment=dict(env or {}),
-                    labels={**self.project.labels(job), JOB_LABEL: job},
-                    working_dir=work_dir,
-                    host_config=self._host_config(cpu, memory_mb, gpus),
-                )
                 return self._start_and_follow(job, name, timeout_seconds)
         finally:
             with _engine_errors(job, image):
                 self._remove(name)
+
+    def start(
+        self,
+        job: str,
+        image: str,
+        command: list[str] | None,
+        *,
+        env: dict[str, str] | None = None,
+        timeout_seconds: int = 3600,
+        cpu: float | None = None,
+        memory_mb: int | None = None,
+        gpus: int = 0,
+        work_dir: str | None = None,
+    ) -> str:
+        """Like :meth:`run`, but returns once the container runs: its name, for a :class:`DockerJobWatch`.
+
+        The caller ends it with :meth:`stop_and_remove`.
+        """
+        name = self._created(job, image, command, env, timeout_seconds, cpu, memory_mb, gpus, work_dir)
+        try:
+            with _engine_errors(job, image):
+                self._start(job, name)
+        except BaseException:
+            with suppress(Exception):
+                self._remove(name)
+            raise
+        return name
+
+    def stop_and_remove(self, job: str, name: str) -> None:
+        """Kill the job's container if it still runs, and remove it."""
+        with _engine_errors(job):
+            with suppress(Exception):
+                self._kill(name)
+            self._remove(name)
+
+    def _created(self, job: str, image: str, command: list[str] | None, env: dict[str, str] | None,
+                 timeout_seconds: int, cpu: float | None, memory_mb: int | None, gpus: int,
+                 work_dir: str | None) -> str:
+        """The job's container, created (not started) after removing what earlier runs of the job left."""
+        _check_job_name(job)
+        self.cleanup(job)
+        name = f"{self.project.resource_name(f'job-{job}', max_length=56)}-{secrets.token_hex(3)}"
+        self.log(f"job {job}: running {image} in container {name} (timeout {timeout_seconds} s)")
+        with _engine_errors(job, image):
+            self.client.create_container(
+                image=image,
+                entrypoint=command,  # the job's command replaces the image's entrypoint, as in Kubernetes
+                name=name,
+                environment=dict(env or {}),
+                labels={**self.project.labels(job), JOB_LABEL: job},
+                working_dir=work_dir,
+                host_config=self._host_config(cpu, memory_mb, gpus),
+            )
+        return name
+
+    def _start(self, job: str, name: str) -> None:
+        from docker.errors import APIError
+
+        try:
+            self.client.start(name)
+        except APIError as error:
+            raise JobError(f"job {job}: container {name} did not start: {error.explanation or error}") from error
 
     def pull(self, image: str, auth_config: dict | None = None) -> None:
         """Make an existing image (a job's own ``image``) present on the engine; a no-op when it is."""
@@ -148,13 +198,9 @@ class DockerJobRunner(EngineUser):
         return self.client.create_host_config(restart_policy={"Name": "no"}, **limits)
 
     def _start_and_follow(self, job: str, name: str, timeout_seconds: int) -> JobResult:
-        from docker.errors import APIError
 
         deadline = time.monotonic() + timeout_seconds
-        try:
-            self.client.start(name)
-        except APIError as error:
-            raise JobError(f"job {job}: container {name} did not start: {error.explanation or error}") from error
+        self._start(job, name)
         output = Output(lambda: self.client.logs(name, stream=True, follow=True), self.log)
         if output.forward_until_end(deadline):
             exit_code = self._exit_code(name, deadline)
@@ -192,6 +238,58 @@ class DockerJobRunner(EngineUser):
         except NotFound:
             return False
         return True
+
+
+class DockerJobWatch:
+    """A started job container as the trigger (or the task) sees it: running, or ended with its
+    :class:`JobResult` in ``details["result"]``; the output lines not passed on yet in ``details["log"]``.
+
+    Reading changes nothing; the watch only remembers how many lines it passed on (each poll reads the
+    container's log afresh: fine for the output of a batch job, not meant for a firehose).
+    """
+
+    def __init__(self, runner: DockerJobRunner, job: str, container: str, timeout_seconds: int):
+        self.runner, self.job, self.container, self.timeout_seconds = runner, job, container, timeout_seconds
+        self.seen: list[str] = []
+
+    @classmethod
+    def for_trigger(cls, project: Any, spec: DeploymentSpec, log: Any, job: str, container: str,
+                    timeout_seconds: int) -> DockerJobWatch:
+        return cls(DockerJobRunner(project, log=log), job, container, timeout_seconds)
+
+    def status(self, spec: DeploymentSpec | None = None) -> Any:
+        from docker.errors import NotFound
+
+        from cloud_deploy_provider.targets import TargetStatus
+
+        try:
+            state = self.runner.client.inspect_container(self.container)["State"]
+        except NotFound:
+            result = self.result("failed", None, reason=f"container {self.container} is gone")
+            return TargetStatus("failed", message=result.message(), details={"result": result.to_dict(), "log": []})
+        lines = self._new_lines()
+        if state["Running"]:
+            return TargetStatus("running", message=f"job {self.job}: container {self.container} runs",
+                                details={"log": lines})
+        code = state.get("ExitCode")
+        result = self.result("completed" if code == 0 else "failed", code)
+        return TargetStatus(result.state, message=result.message(), details={"result": result.to_dict(), "log": lines})
+
+    def result(self, state: str, exit_code: int | None, timed_out: bool = False, reason: str = "") -> JobResult:
+        return JobResult(state, exit_code, self.seen[-LOG_TAIL_LINES:], timed_out, self.container, self.timeout_seconds,
+                         reason)
+
+    def _new_lines(self) -> list[str]:
+        from docker.errors import NotFound
+
+        try:
+            lines = [_decode(line) for line in self.runner.client.logs(self.container).split(b"\n")]
+        except NotFound:
+            return []
+        if lines and lines[-1] == "":
+            lines.pop()
+        new, self.seen = lines[len(self.seen):], lines
+        return new
 
 
 class Output:

@@ -4,7 +4,7 @@ A deploy task creates or updates the deployment, polls briefly itself (a local c
 within a second or two, and deferring costs ~2.5 s), then hands the rest of the wait to this
 trigger, so a rollout of many minutes holds no worker slot; a job task does the same with its
 Kubernetes Job or AWS Batch job. The task resumes with the event:
-``{"outcome": "ready" | "failed" | "timeout", "status": ..., "message": ...}``.
+``{"outcome": "ready" | "failed" | "timeout", "status": ..., "message": ..., "watch_args": ...}``.
 
 The target's calls are blocking (docker-py, boto3, google and kubernetes clients), so each poll
 runs in a thread; connections are read there through the triggerer's supervisor, as in a task.
@@ -81,7 +81,8 @@ class TargetStatusTrigger(BaseTrigger):
                 status = await asyncio.to_thread(watched.status, spec)
             except Exception as error:
                 if not is_transient(error):
-                    yield TriggerEvent({"outcome": "failed", "status": None, "message": f"status check refused: {error}"})
+                    yield TriggerEvent({"outcome": "failed", "status": None, "message": f"status check refused: {error}",
+                                        "watch_args": self.watch_args})
                     return
                 status = TargetStatus("unknown", message=f"target unreachable, will ask again: {error}")
             for line in status.details.get("log", []):
@@ -93,6 +94,7 @@ class TargetStatusTrigger(BaseTrigger):
             if outcome is None and time.time() >= self.deadline:
                 outcome = "timeout"
             if outcome is not None:
-                yield TriggerEvent({"outcome": outcome, "status": status.to_dict(), "message": status.message})
+                yield TriggerEvent({"outcome": outcome, "status": status.to_dict(), "message": status.message,
+                                    "watch_args": self.watch_args})
                 return
             await asyncio.sleep(min(self.poll_interval, max(self.deadline - time.time(), 0)))

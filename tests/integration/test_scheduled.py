@@ -4,6 +4,7 @@ run with dag.test() on the real engine (the real scheduler runs one in tests/e2e
 from __future__ import annotations
 
 import shutil
+import time
 import uuid
 
 import pytest
@@ -162,3 +163,34 @@ def test_a_worker_builds_only_the_dag_it_runs(project, monkeypatch):
         assert redeploy_dag_id(other.ref) in {dag.dag_id for dag in build_dags(shared_root())}
     finally:
         shutil.rmtree(other.folder)
+
+
+def test_a_long_docker_job_waits_in_the_triggerer_and_its_output_reaches_the_log(project, airflow_db, serialized_dags,
+                                                                                monkeypatch, capfd, docker_client):
+    monkeypatch.setenv("CLOUD_DEPLOY_INLINE_WAIT_SECONDS", "0")
+    code = "import time; print('first half', flush=True); time.sleep(2); print('second half', flush=True)"
+    _scheduled(project, jobs=[{"name": "halves", "cron": "@daily", "command": ["python3", "-c", code]}])
+    run = _dagbag().dags[job_dag_id(project.ref, "halves")].test()
+
+    assert run.state == "success"
+    result = _xcom(run, "run", "job")
+    assert (result["state"], result["exit_code"], result["log_tail"]) == ("completed", 0, ["first half", "second half"])
+    output = capfd.readouterr().out
+    assert "the triggerer waits for the rest" in output and "second half" in output
+    assert not docker_client.containers(all=True, filters={"label": "io.cloud-deploy.job=halves"})
+
+
+def test_a_docker_job_past_its_timeout_in_the_triggerer_is_killed_and_removed(project, airflow_db, serialized_dags,
+                                                                              monkeypatch, docker_client):
+    monkeypatch.setenv("CLOUD_DEPLOY_INLINE_WAIT_SECONDS", "0")
+    code = "import time; print('working', flush=True); time.sleep(120)"
+    _scheduled(project, jobs=[{"name": "stuck", "cron": "@daily", "command": ["python3", "-c", code],
+                               "timeout_seconds": 3}])
+    started = time.monotonic()
+    run = _dagbag().dags[job_dag_id(project.ref, "stuck")].test()
+
+    assert run.state == "failed" and time.monotonic() - started < 60
+    result = _xcom(run, "run", "job")
+    assert result["timed_out"] and result["log_tail"] == ["working"], result
+    assert "timeout of 3 s" in _xcom(run, "run", "error")["message"]
+    assert not docker_client.containers(all=True, filters={"label": "io.cloud-deploy.job=stuck"})

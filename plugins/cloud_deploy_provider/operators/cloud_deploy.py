@@ -314,8 +314,8 @@ class CloudJobOperator(CloudDeployStageOperator):
     result (state, exit code, last log lines) is the ``job`` XCom, also when the job fails.
 
     :param job: the job's name in ``schedule.jobs``
-    :param deferrable: wait for a Kubernetes or AWS Batch job in the triggerer (default True); a job
-        on the local Docker engine runs in the task, which streams its output and enforces its timeout
+    :param deferrable: wait for the job in the triggerer past ``CLOUD_DEPLOY_INLINE_WAIT_SECONDS``
+        (default True): a Kubernetes Job, an AWS Batch job, or a container on the local engine
     """
 
     def __init__(self, *, job: str, deferrable: bool = True, **kwargs: Any):
@@ -328,14 +328,20 @@ class CloudJobOperator(CloudDeployStageOperator):
         return self.validated.get("image")
 
     def run_stage(self, context: Any) -> dict[str, Any]:
-        from cloud_deploy_provider.jobs import DockerJobRunner
-
         spec = self.loaded(self.validated).spec
         job = next(job for job in spec.schedule.jobs if job.name == self.job)
         if job.target == "aws-batch":
             return self.run_on_batch(context, spec, job)
         if job.target == "kubernetes":
             return self.run_on_kubernetes(context, spec, job)
+        return self.run_on_docker(context, spec, job)
+
+    def run_on_docker(self, context: Any, spec: Any, job: Any) -> dict[str, Any]:
+        """A container on the local engine; the triggerer watches it past the inline wait, its timeout kills it."""
+        import time
+
+        from cloud_deploy_provider.jobs import DockerJobRunner, DockerJobWatch
+
         image = job.image or self.image["reference"]
         resources = job.resources
         runner = DockerJobRunner(self.project, log=self.log.info)
@@ -344,10 +350,38 @@ class CloudJobOperator(CloudDeployStageOperator):
             same_host = registry is not None and image.startswith(f"{registry.host}/")
             runner.pull(image, registry.auth_config() if same_host else None)
         self.log.info("job %s: %s %s", job.name, image, " ".join(job.command or ["(the image's command)"]))
-        result = runner.run(job.name, image, job.command, env={**spec.deploy.env, **job.env},
+        name = runner.start(job.name, image, job.command, env={**spec.deploy.env, **job.env},
                             timeout_seconds=job.timeout_seconds, cpu=resources.cpu, memory_mb=resources.memory,
                             gpus=resources.gpu, work_dir=spec.deploy.work_dir if job.image is None else None)
+        with self.cleaned_up_unless_deferred(lambda: runner.stop_and_remove(job.name, name)):
+            watch = DockerJobWatch(runner, job.name, name, job.timeout_seconds)
+            outcome, status = self.wait_or_defer(
+                watch, spec, time.time() + job.timeout_seconds, "docker_job_ended",
+                watch=f"{DockerJobWatch.__module__}:{DockerJobWatch.__name__}",
+                watch_args={"job": job.name, "container": name, "timeout_seconds": job.timeout_seconds},
+            )
+            result = _docker_result(job, watch, outcome, status.to_dict())
         return self.reported(context, job, result)
+
+    def docker_job_ended(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """Resumed from the triggerer: the container ended (or overran); kill and remove it, report its result."""
+        from cloud_deploy_provider.jobs import DockerJobRunner, DockerJobWatch
+
+        spec = self.loaded(self.validated).spec
+        job = next(job for job in spec.schedule.jobs if job.name == self.job)
+        runner = DockerJobRunner(self.project, log=self.log.info)
+        name = event["watch_args"]["container"]
+
+        def ended() -> dict[str, Any]:
+            watch = DockerJobWatch(runner, job.name, name, job.timeout_seconds)
+            try:
+                result = _docker_result(job, watch, event["outcome"], event["status"] or {"message": event["message"]})
+            finally:
+                runner.stop_and_remove(job.name, name)
+            return self.reported(context, job, result)
+
+        self.current_stage = "run"
+        return self.recording_failures(context, ended)
 
     def run_on_kubernetes(self, context: Any, spec: Any, job: Any) -> dict[str, Any]:
         """A batch/v1 Job in the kubernetes connection's cluster, deleted with its pods once it has ended."""
@@ -460,6 +494,22 @@ class CloudJobOperator(CloudDeployStageOperator):
         if result["state"] != "completed":
             raise RuntimeError(f"job {job.name}: {result['message']}")
         return result
+
+
+def _docker_result(job: Any, watch: Any, outcome: str, status: dict[str, Any]) -> Any:
+    """The job's result from its last status; past its timeout, the container's output so far."""
+    from cloud_deploy_provider.jobs import JobResult
+
+    found = (status.get("details") or {}).get("result")
+    if found:
+        return JobResult.from_dict(found)
+    if outcome == "timeout":
+        if not watch.seen:
+            watch.status()  # the output so far, for the message (when resumed, this process has read none yet)
+        watch.runner.log(f"job {job.name}: exceeded its timeout of {job.timeout_seconds} s; killing container "
+                         f"{watch.container}")
+        return watch.result("failed", None, timed_out=True)
+    return watch.result("failed", None, reason=status.get("message") or "the job's status could not be read")
 
 
 def _remove_batch_job(target: Any, job_spec: Any) -> None:
