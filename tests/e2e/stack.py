@@ -76,13 +76,17 @@ class EmbeddedStack:
                 found.append(int(entry.name))
         return found
 
-    def project(self, user_id: str, project_id: str, sample: str = "hello") -> Path:
-        """A copy of ``sample`` in the shared root with its own host port; returns its folder."""
-        folder = self.shared / "common" / user_id / project_id
+    def project(self, user_id: str, project_id: str, sample: str = "hello") -> int:
+        """A copy of ``sample`` in the shared root (:meth:`folder`) with its own host port; returns the port."""
+        folder = self.folder(user_id, project_id)
         shutil.copytree(REPO / "samples" / sample, folder)
+        port = free_port()
         spec = folder / "deployment.yaml"
-        spec.write_text(spec.read_text().replace("service_host_port: 18080", f"service_host_port: {free_port()}"))
-        return folder
+        spec.write_text(spec.read_text().replace("service_host_port: 18080", f"service_host_port: {port}"))
+        return port
+
+    def folder(self, user_id: str, project_id: str) -> Path:
+        return self.shared / "common" / user_id / project_id
 
     def word(self, params: dict) -> str:
         return self.gateway.get("/status_request", params=params).text

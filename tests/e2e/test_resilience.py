@@ -41,17 +41,17 @@ def _build_containers(docker_client) -> list[dict]:
 
 
 def _slow_to_answer(stack: EmbeddedStack, params: dict) -> None:
-    folder = stack.project(**params)
-    server = folder / "server.py"
+    stack.project(**params)
+    server = stack.folder(**params) / "server.py"
     server.write_text(f"import time; time.sleep({SLOW_START_SECONDS})\n" + server.read_text())
-    spec = folder / "deployment.yaml"
+    spec = stack.folder(**params) / "deployment.yaml"
     spec.write_text(spec.read_text().replace("timeout_seconds: 60", f"timeout_seconds: {SLOW_START_SECONDS + 60}"))
 
 
 def _with_package(stack: EmbeddedStack, params: dict, distribution: str) -> None:
     """A project whose build installs ``distribution`` from the gated index."""
-    folder = stack.project(**params)
-    spec = folder / "deployment.yaml"
+    stack.project(**params)
+    spec = stack.folder(**params) / "deployment.yaml"
     spec.write_text(spec.read_text().replace("    libs: [python==3.11]", f"    libs: [python==3.11, {distribution}==1.0]"))
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import REPO, SESSION_DIR, free_port
+from tests.conftest import REPO, SESSION_DIR
+from tests.e2e.stack import EmbeddedStack
 
 pytestmark = pytest.mark.e2e
 ORDER = ["started", "building", "preparing", "running"]
@@ -24,58 +23,24 @@ ORDER = ["started", "building", "preparing", "running"]
 
 @pytest.fixture(scope="module")
 def stack(docker_client, base_image, aws, gcp, backendai):
-    state = SESSION_DIR / "stack"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
-        "AIRFLOW_CONN_AWS_DEFAULT": aws.connection(),
-        "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": gcp.connection(),
-        "AIRFLOW_CONN_BACKENDAI_DEFAULT": os.environ["AIRFLOW_CONN_BACKENDAI_DEFAULT"],
-        "AIRFLOW_CONN_BACKENDAI_REGISTRY": os.environ["AIRFLOW_CONN_BACKENDAI_REGISTRY"],
-        "AIRFLOW_PORT": str(free_port()),
-        "GATEWAY_PORT": str(free_port()),
-        "VENV": str(Path(os.sys.executable).parent.parent),
-        "CLOUD_DEPLOY_SHARED_ROOT": str(state / "shared"),
-    }
-    subprocess.run(["bash", str(REPO / "scripts" / "stack.sh"), "start", str(state)], env=env, check=True, timeout=600)
-    yield {
-        "state": state,
-        "gateway": f"http://127.0.0.1:{env['GATEWAY_PORT']}",
-        "airflow": f"http://127.0.0.1:{env['AIRFLOW_PORT']}",
-        "shared": state / "shared",
-    }
-    subprocess.run(["bash", str(REPO / "scripts" / "stack.sh"), "stop", str(state)], env=env, check=False)
-
-
-def _project(stack, user_id: str, project_id: str, sample: str = "hello") -> int:
-    folder = stack["shared"] / "common" / user_id / project_id
-    shutil.copytree(REPO / "samples" / sample, folder)
-    port = free_port()
-    spec = folder / "deployment.yaml"
-    spec.write_text(spec.read_text().replace("service_host_port: 18080", f"service_host_port: {port}"))
-    return port
-
-
-def _wait_for(gateway: httpx.Client, params: dict, final: tuple[str, ...], seconds: float = 300) -> list[str]:
-    """The status words seen, in order, until one of ``final``."""
-    seen: list[str] = []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        word = gateway.get("/status_request", params=params).text
-        if not seen or seen[-1] != word:
-            seen.append(word)
-        if word in final:
-            break
-        time.sleep(0.25)
-    return seen
+    stack = EmbeddedStack(
+        SESSION_DIR / "stack",
+        AIRFLOW_CONN_AWS_DEFAULT=aws.connection(),
+        AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT=gcp.connection(),
+        AIRFLOW_CONN_BACKENDAI_DEFAULT=os.environ["AIRFLOW_CONN_BACKENDAI_DEFAULT"],
+        AIRFLOW_CONN_BACKENDAI_REGISTRY=os.environ["AIRFLOW_CONN_BACKENDAI_REGISTRY"],
+    ).start()
+    yield stack
+    stack.stop()
 
 
 def _started(stack, params: dict, sample: str, final: str = "running") -> tuple[httpx.Client, dict, list[str]]:
     """/start a project copied from ``sample`` and wait until its status is ``final``: the gateway client,
     the deployment's detail and the status words seen."""
-    _project(stack, **params, sample=sample)
-    gateway = httpx.Client(base_url=stack["gateway"], timeout=30)
+    stack.project(**params, sample=sample)
+    gateway = stack.gateway
     assert gateway.get("/start", params=params).text == "started"
-    seen = _wait_for(gateway, params, (final, "failed"))
+    seen = stack.wait_for(params, (final, "failed"))
     detail = gateway.get(f"/deployments/{params['user_id']}/{params['project_id']}").json()
     assert seen[-1] == final, (seen, detail)
     print(f"{sample} statuses seen:", " -> ".join(seen))
@@ -92,22 +57,15 @@ def _answers(url: str) -> None:
     assert answer["class"] == "versicolor"
 
 
-def _airflow_token(stack) -> str:
-    passwords = stack["state"] / "airflow" / "simple_auth_manager_passwords.json.generated"
-    password = json.loads(passwords.read_text())["admin"]
-    answer = httpx.post(f"{stack['airflow']}/auth/token", json={"username": "admin", "password": password})
-    return answer.json()["access_token"]
-
-
 def test_start_status_answer_stop_through_the_gateway(stack, docker_client):
     params = {"user_id": "tango", "project_id": "e2e-hello"}
-    port = _project(stack, **params)
-    gateway = httpx.Client(base_url=stack["gateway"], timeout=30)
+    port = stack.project(**params)
+    gateway = stack.gateway
 
     started = gateway.get("/start", params=params)
     assert (started.status_code, started.text) == (200, "started")
 
-    seen = _wait_for(gateway, params, ("running", "failed"))
+    seen = stack.wait_for(params, ("running", "failed"))
     detail = gateway.get(f"/deployments/{params['user_id']}/{params['project_id']}").json()
     assert seen[-1] == "running", (seen, detail)
     assert [ORDER.index(word) for word in seen] == sorted(ORDER.index(word) for word in seen), seen
@@ -119,9 +77,9 @@ def test_start_status_answer_stop_through_the_gateway(stack, docker_client):
 
     assert gateway.get("/start", params=params).status_code == 400
 
-    airflow = httpx.Client(base_url=stack["airflow"], timeout=30)
+    airflow = httpx.Client(base_url=stack.airflow_url, timeout=30)
     assert airflow.get("/cloud_deploy/status_request", params=params).status_code == 401
-    token = {"Authorization": f"Bearer {_airflow_token(stack)}"}
+    token = {"Authorization": f"Bearer {stack.airflow_token()}"}
     assert airflow.get("/cloud_deploy/status_request", params=params, headers=token).text == "running"
 
     stopped = gateway.get("/stop", params=params)
@@ -165,7 +123,7 @@ def test_aws_start_status_stop_through_the_gateway(stack, aws, sample, final):
     gateway, detail, _ = _started(stack, params, sample, final)
     assert detail["image"]["digest"].startswith("sha256:") and aws.secret_key not in json.dumps(detail)
 
-    spec = load_spec(stack["shared"] / "common" / params["user_id"] / params["project_id"] / "deployment.yaml")
+    spec = load_spec(stack.shared / "common" / params["user_id"] / params["project_id"] / "deployment.yaml")
     name = ProjectRef(**params).resource_name(spec.deploy.service_name)
     assert _aws_leftovers(aws, sample, name, params["project_id"]), "the deployment exists on AWS"
     _stopped(gateway, params)
@@ -205,7 +163,7 @@ def test_a_scheduled_job_runs_from_the_real_scheduler(stack):
     """A project gains a per-minute job: the dag-processor picks it up, the scheduler runs it, the job's
     output is in the task log and its result (completed, exit code 0) in XCom."""
     user_id, project_id, job = "tango", "e2e-job", "tick"
-    folder = stack["shared"] / "common" / user_id / project_id
+    folder = stack.shared / "common" / user_id / project_id
     shutil.copytree(REPO / "samples" / "hello", folder)
     spec = folder / "deployment.yaml"
     spec.write_text(spec.read_text() + (
@@ -214,7 +172,7 @@ def test_a_scheduled_job_runs_from_the_real_scheduler(stack):
         "      timeout_seconds: 60\n"
     ))
     dag_id = f"cloud_job__{user_id}__{project_id}__{job}"
-    airflow = httpx.Client(base_url=stack["airflow"], headers={"Authorization": f"Bearer {_airflow_token(stack)}"},
+    airflow = httpx.Client(base_url=stack.airflow_url, headers={"Authorization": f"Bearer {stack.airflow_token()}"},
                            timeout=30)
     try:
         deadline, run = time.monotonic() + 420, None
