@@ -83,7 +83,8 @@ class DockerJobRunner(EngineUser):
 
         Env values are secrets: they go to the engine only, never to the log.
         """
-        name = self._created(job, image, command, env, timeout_seconds, cpu, memory_mb, gpus, work_dir)
+        name = self._created(job, image, command, env=env, timeout_seconds=timeout_seconds, cpu=cpu,
+                             memory_mb=memory_mb, gpus=gpus, work_dir=work_dir)
         try:
             with _engine_errors(job, image):
                 return self._start_and_follow(job, name, timeout_seconds)
@@ -91,24 +92,11 @@ class DockerJobRunner(EngineUser):
             with _engine_errors(job, image):
                 self._remove(name)
 
-    def start(
-        self,
-        job: str,
-        image: str,
-        command: list[str] | None,
-        *,
-        env: dict[str, str] | None = None,
-        timeout_seconds: int = 3600,
-        cpu: float | None = None,
-        memory_mb: int | None = None,
-        gpus: int = 0,
-        work_dir: str | None = None,
-    ) -> str:
-        """Like :meth:`run`, but returns once the container runs: its name, for a :class:`DockerJobWatch`.
-
-        The caller ends it with :meth:`stop_and_remove`.
+    def start(self, job: str, image: str, command: list[str] | None, **options: Any) -> str:
+        """Like :meth:`run` (with its keyword options), but returns once the container runs: its name, for a
+        :class:`DockerJobWatch`. The caller ends it with :meth:`stop_and_remove`.
         """
-        name = self._created(job, image, command, env, timeout_seconds, cpu, memory_mb, gpus, work_dir)
+        name = self._created(job, image, command, **options)
         try:
             with _engine_errors(job, image):
                 self._start(job, name)
@@ -125,9 +113,9 @@ class DockerJobRunner(EngineUser):
                 self._kill(name)
             self._remove(name)
 
-    def _created(self, job: str, image: str, command: list[str] | None, env: dict[str, str] | None,
-                 timeout_seconds: int, cpu: float | None, memory_mb: int | None, gpus: int,
-                 work_dir: str | None) -> str:
+    def _created(self, job: str, image: str, command: list[str] | None, *, env: dict[str, str] | None = None,
+                 timeout_seconds: int = 3600, cpu: float | None = None, memory_mb: int | None = None, gpus: int = 0,
+                 work_dir: str | None = None) -> str:
         """The job's container, created (not started) after removing what earlier runs of the job left."""
         _check_job_name(job)
         self.cleanup(job)
@@ -198,7 +186,6 @@ class DockerJobRunner(EngineUser):
         return self.client.create_host_config(restart_policy={"Name": "no"}, **limits)
 
     def _start_and_follow(self, job: str, name: str, timeout_seconds: int) -> JobResult:
-
         deadline = time.monotonic() + timeout_seconds
         self._start(job, name)
         output = Output(lambda: self.client.logs(name, stream=True, follow=True), self.log)

@@ -13,11 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from cloud_deploy_provider.build import render_build
-from cloud_deploy_provider.catalog import load_catalog
 from cloud_deploy_provider.builder import build_image
+from cloud_deploy_provider.catalog import load_catalog
 from cloud_deploy_provider.engine import image_id, pull_image, push_image
 from cloud_deploy_provider.identity import ProjectRef
-from cloud_deploy_provider.registry import Registry, RegistryClient, repository_for, split_reference
+from cloud_deploy_provider.registry import (
+    Registry,
+    RegistryClient,
+    repository_for,
+    split_reference,
+)
 from cloud_deploy_provider.settings import BuildSettings
 from cloud_deploy_provider.spec import DeploymentSpec, check_project_files, load_spec
 from cloud_deploy_provider.targets import ImageRef, Target, TargetStatus, target_class
@@ -164,12 +169,8 @@ def readiness_outcome(status: TargetStatus) -> str | None:
 
 
 def finished_outcome(status: TargetStatus) -> str | None:
-    """For a job: ``ready`` once it completed, ``failed`` once it failed; None while it runs."""
-    if status.state == "completed":
-        return "ready"
-    if status.state in ("exited", "failed", "absent"):
-        return "failed"
-    return None
+    """For a job: as :func:`readiness_outcome`, but running is not done yet."""
+    return None if status.state == "running" else readiness_outcome(status)
 
 
 FIRST_POLL_SECONDS = 0.05
@@ -188,24 +189,16 @@ def poll_delays(interval: float):
         delay = min(delay * POLL_GROWTH, interval)
 
 
-def wait_ready(
-    target: Target, spec: DeploymentSpec, log: Log, deadline: float | None = None, until: float | None = None
-) -> TargetStatus | None:
-    """Poll the target until it reports ready (or completed), fails, or ``deadline`` (epoch seconds) passes.
-
-    The deadline defaults to :func:`ready_timeout` from now. With ``until``, give up waiting at that
-    time and return None: the caller hands the rest of the wait to the triggerer.
-    """
+def wait_ready(target: Target, spec: DeploymentSpec, log: Log) -> TargetStatus:
+    """Poll the target, in this process, until it reports ready (or completed), fails, or :func:`ready_timeout`
+    passes. (The deploy operator polls briefly, then hands the wait to the triggerer.)"""
     timeout = ready_timeout(target, spec)
-    outcome, status = poll(target, spec, log, readiness_outcome,
-                           deadline if deadline is not None else time.time() + timeout, until)
-    if outcome == "ready":
-        return status
+    outcome, status = poll(target, spec, log, readiness_outcome, time.time() + timeout)
     if outcome == "failed":
         raise DeploymentFailed(status.message)
     if outcome == "timeout":
         raise DeploymentFailed(f"not ready after {timeout:.0f} s: {status.message}")
-    return None
+    return status
 
 
 def poll(watched: Any, spec: DeploymentSpec, log: Log, outcome_of: Callable[[TargetStatus], str | None],
