@@ -33,7 +33,6 @@ JOB_CONTAINER = "job"
 FINISHED_TTL_SECONDS = 600
 POLL_SECONDS = 1.0
 DEADLINE_GRACE_SECONDS = 60  # for the job controller to act on activeDeadlineSeconds once it has passed
-GONE_TIMEOUT_SECONDS = 60
 GPU_TYPE_LABEL_VARIABLE = "CLOUD_DEPLOY_K8S_GPU_TYPE_LABEL"
 DEFAULT_GPU_TYPE_LABEL = "cloud.google.com/gke-accelerator"  # the seed's GPU types are GKE accelerator names
 _LABEL_KEY = re.compile(
@@ -201,17 +200,8 @@ class KubernetesJobRunner(KubernetesTarget):
         if removed:
             left = " left by an earlier run" if leftovers else ""
             self.log(f"job {job.name}: removed {', '.join(removed)}{left}")
-        self._wait_pods_gone(namespace, selector, job)
+        self.wait_pods_gone(namespace, selector, f"job {job.name}")
         return removed
-
-    def _wait_pods_gone(self, namespace: str, selector: str, job: Job) -> None:
-        deadline = time.monotonic() + GONE_TIMEOUT_SECONDS
-        while pods := self._call("list pods", self.core.list_namespaced_pod, namespace, label_selector=selector).items:
-            if time.monotonic() >= deadline:
-                names = ", ".join(pod.metadata.name for pod in pods)
-                self.log(f"job {job.name}: pods {names} are still terminating after {GONE_TIMEOUT_SECONDS} s")
-                return
-            time.sleep(POLL_SECONDS)
 
 
 class KubernetesJobWatch:

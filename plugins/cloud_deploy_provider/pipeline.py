@@ -17,12 +17,7 @@ from cloud_deploy_provider.builder import build_image
 from cloud_deploy_provider.catalog import load_catalog
 from cloud_deploy_provider.engine import image_id, pull_image, push_image
 from cloud_deploy_provider.identity import ProjectRef
-from cloud_deploy_provider.registry import (
-    Registry,
-    RegistryClient,
-    repository_for,
-    split_reference,
-)
+from cloud_deploy_provider.registry import Registry, RegistryClient, repository_for, split_reference
 from cloud_deploy_provider.settings import BuildSettings
 from cloud_deploy_provider.spec import DeploymentSpec, check_project_files, load_spec
 from cloud_deploy_provider.targets import ImageRef, Target, TargetStatus, target_class

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import cached_property
@@ -41,6 +42,8 @@ NFS_VOLUME = "nfs"
 LOG_TAIL_LINES = 10
 PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 CONFIG_FAILURES = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
+GONE_TIMEOUT_SECONDS = 60
+GONE_POLL_SECONDS = 0.5
 
 
 class KubernetesTargetError(Refusal):
@@ -534,7 +537,19 @@ class KubernetesTarget:
                 removed.append(f"{kind}/{item.metadata.name}")
         for item in removed:
             self.log(f"removed {namespace}/{item}")
+        self.wait_pods_gone(namespace, self.owner_selector, "stop")
         return removed
+
+    def wait_pods_gone(self, namespace: str, selector: str, what: str) -> None:
+        """Wait (bounded) until the deleted objects' pods are gone: until then they hold their node's
+        resources, and "everything is gone" would not be true yet."""
+        deadline = time.monotonic() + GONE_TIMEOUT_SECONDS
+        while pods := self._call("list pods", self.core.list_namespaced_pod, namespace, label_selector=selector).items:
+            if time.monotonic() >= deadline:
+                names = ", ".join(pod.metadata.name for pod in pods)
+                self.log(f"{what}: pods {names} are still terminating after {GONE_TIMEOUT_SECONDS} s")
+                return
+            time.sleep(GONE_POLL_SECONDS)
 
     def _owned_items(self, kind: str, namespace: str) -> Iterator[Any]:
         listing = self._call(f"list {kind}", self._api(kind, "list"), namespace, label_selector=self.owner_selector)
