@@ -32,12 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_deploy_provider.build import BuildPlan, Step
-from cloud_deploy_provider.engine import (
-    STEP_OUTPUT_LINES,
-    BuildFailed,
-    EngineError,
-    image_id,
-)
+from cloud_deploy_provider.engine import STEP_OUTPUT_LINES, BuildFailed, EngineError, image_id
 
 Log = Callable[[str], None]
 CACHE_REPOSITORY = "cloud-deploy/cache"
