@@ -16,27 +16,25 @@ the first one (a lock per key) instead of doing the same work at once.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import io
 import json
 import posixpath
 import secrets
 import tarfile
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cloud_deploy_provider.build import BuildPlan, Step
 from cloud_deploy_provider.engine import STEP_OUTPUT_LINES, BuildFailed, EngineError, image_id
+from cloud_deploy_provider.locks import LOCK_ROOT, file_lock
 
 Log = Callable[[str], None]
 CACHE_REPOSITORY = "cloud-deploy/cache"
-LOCK_DIR = Path(tempfile.gettempdir()) / "cloud-deploy-build-locks"
+LOCK_DIR = LOCK_ROOT / "cloud-deploy-build-locks"
 
 
 @dataclass
@@ -263,13 +261,8 @@ def _remove(client: Any, container: str) -> None:
 @contextmanager
 def _lock(key: str) -> Iterator[None]:
     """One build of a layer at a time on this machine; the others then find it cached."""
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    with open(LOCK_DIR / f"{key[:40]}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with file_lock(LOCK_DIR / f"{key[:40]}.lock"):
+        yield
 
 
 def _container_name(key: str) -> str:

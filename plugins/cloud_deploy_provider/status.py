@@ -1,6 +1,7 @@
 """The status model TANGO sees, derived from the project's latest DAG runs.
 
-    started -> building -> preparing -> running ; failed ; stopped ; completed ; unknown
+    started -> building -> preparing -> running ; failed ; completed ; unknown
+    /stop: stopping -> stopped (or failed)
 
 A run's task states say which stage it is in; the tasks' XComs carry the URL, the image and
 the error. This module is pure: the REST layer fetches snapshots and asks it what they mean.
@@ -25,6 +26,7 @@ class Status(str, Enum):
     BUILDING = "building"
     PREPARING = "preparing"
     RUNNING = "running"
+    STOPPING = "stopping"
     STOPPED = "stopped"
     FAILED = "failed"
     COMPLETED = "completed"
@@ -46,6 +48,9 @@ class RunSnapshot:
     xcoms: dict[tuple[str, str], Any] = field(default_factory=dict)
     updated_at: str | None = None
     stalled: frozenset[str] = frozenset()  # running tasks whose process has not been heard of for too long
+    queued_at: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
 
     def xcom(self, task_id: str, key: str = "return_value") -> Any:
         return self.xcoms.get((task_id, key))
@@ -124,8 +129,9 @@ def _after_undeploy(deploy: RunSnapshot | None, undeploy: RunSnapshot) -> Deploy
     if undeploy.state == "failed":
         return DeploymentStatus(Status.FAILED, "stop", f"stop failed: {undeploy.error()}", **ids)
     previous = _deploy_status(deploy) if deploy else None
-    word = previous.status if previous else Status.UNKNOWN
-    return DeploymentStatus(word, "stopping", "stop in progress", url=previous.url if previous else None, **ids)
+    return DeploymentStatus(Status.STOPPING, "stopping", "stop in progress", url=previous.url if previous else None,
+                            image=previous.image if previous else None, target=previous.target if previous else None,
+                            **ids)
 
 
 def _deploy_status(run: RunSnapshot) -> DeploymentStatus:

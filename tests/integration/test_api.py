@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from cloud_deploy_provider.api.app import create_gateway_app
+from cloud_deploy_provider.api.index import DeploymentIndex
 from cloud_deploy_provider.api.runs import DEPLOY_DAG, UNDEPLOY_DAG
 from tests.conftest import Project
 
@@ -98,15 +99,49 @@ def test_twenty_concurrent_starts_create_exactly_one_run(client, project):
     assert _runs(DEPLOY_DAG, project) == 1
 
 
-def test_stop_cancels_a_queued_deploy_and_reports_a_stop_that_cannot_finish(client, project, monkeypatch):
-    monkeypatch.setenv("CLOUD_DEPLOY_STOP_WAIT_SECONDS", "1")
+def _run_state(dag_id: str, run_id: str) -> str:
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return str(session.scalar(select(DagRun.state).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)))
+
+
+def test_stop_answers_at_once_cancels_a_queued_deploy_and_says_stopping_until_stopped(client, project):
     assert client.get("/start", params=project.conf).status_code == 200
     response = client.get("/stop", params=project.conf)
-    assert response.status_code == 504, response.text
-    assert "stop still running" in response.json()["detail"]
+    assert (response.status_code, response.text) == (200, "stopping")  # no scheduler here: the stop cannot finish
+    assert _run_state(DEPLOY_DAG, f"deploy~{project.ref.key}~000001") == "failed"
     assert _runs(UNDEPLOY_DAG, project) == 1
+    assert client.get("/status_request", params=project.conf).text == "stopping"
     detail = client.get(f"/deployments/{project.user_id}/{project.project_id}").json()
-    assert detail["stage"] == "stopping" and detail["undeploy_run_id"].startswith("undeploy~")
+    assert detail["stage"] == "stopping" and detail["undeploy_run_id"] == f"undeploy~{project.ref.key}~000001"
+
+    again = client.get("/stop", params=project.conf)
+    assert (again.status_code, again.text) == (200, "stopping")
+    assert _runs(UNDEPLOY_DAG, project) == 1, "a second /stop queues no second undeploy"
+    refused = client.get("/start", params=project.conf)
+    assert refused.status_code == 409 and "stopping" in refused.json()["detail"]
+    assert _runs(DEPLOY_DAG, project) == 1
+
+
+def test_stop_of_a_stopped_project_is_finished_at_once(client, project):
+    assert client.get("/start", params=project.conf).status_code == 200
+    assert client.get("/stop", params=project.conf).text == "stopping"
+    _mark_success(UNDEPLOY_DAG, f"undeploy~{project.ref.key}~000001")
+    _answers_within_a_second(client, project, "stopped")
+    assert client.get("/stop", params=project.conf).text == "finished"
+    assert _runs(UNDEPLOY_DAG, project) == 1
+
+
+def _mark_success(dag_id: str, run_id: str) -> None:
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+
+    with create_session() as session:
+        run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).one()
+        run.set_state(DagRunState.SUCCESS)
 
 
 def test_stop_of_an_unknown_project_is_404(client, project):
@@ -134,3 +169,82 @@ def test_plugin_mount_in_the_airflow_api_server_requires_airflow_auth(serialized
     response = api.get("/cloud_deploy/status_request", params=project.conf)
     assert response.status_code == 401
 
+
+
+def _insert_runs(dag_id: str, count: int, prefix: str) -> None:
+    """Runs as the UI's trigger form leaves them (manual run ids, the project in the conf)."""
+    from datetime import datetime, timezone
+
+    from airflow.models import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from airflow.utils.types import DagRunTriggeredByType, DagRunType
+
+    now = datetime.now(timezone.utc)
+    with create_session() as session:
+        for number in range(count):
+            session.add(DagRun(dag_id=dag_id, run_id=f"manual__{prefix}{number}", run_type=DagRunType.MANUAL,
+                               conf={"user_id": "bulk", "project_id": f"p{number % 50}"}, state=DagRunState.SUCCESS,
+                               run_after=now, triggered_by=DagRunTriggeredByType.UI))
+
+
+def test_a_deployment_triggered_from_the_ui_is_found_after_a_thousand_other_runs(client, project):
+    from airflow.api.common.trigger_dag import trigger_dag
+    from airflow.utils.types import DagRunTriggeredByType
+
+    trigger_dag(DEPLOY_DAG, run_id=f"manual__{project.project_id}", conf=project.conf,
+                triggered_by=DagRunTriggeredByType.UI)
+    assert client.get("/status_request", params=project.conf).text == "started"
+    _insert_runs(DEPLOY_DAG, 1000, project.project_id)
+    _answers_within_a_second(client, project, "started")
+    restarted = DeploymentIndex()  # a gateway started now reads the whole history
+    restarted.refresh()
+    assert restarted.entries[project.ref.key].status.status.value == "started"
+    assert len([key for key in restarted.entries if key.startswith("bulk~")]) == 50
+    _lists_within_a_second(client, {"user_id": "bulk", "limit": 1000}, 50)
+
+
+def _lists_within_a_second(client, params: dict, total: int) -> None:
+    import time
+
+    changed_at = time.monotonic()
+    while (listed := client.get("/deployments", params=params).json())["total"] != total:
+        assert time.monotonic() - changed_at < 1.0, f"{listed['total']} listed: over 1 s behind the database"
+        time.sleep(0.02)
+
+
+def test_the_deployment_list_filters_and_pages(client):
+    projects = [Project("hello", user_id=user) for user in ("lister-a", "lister-a", "lister-b")]
+    for listed in projects:
+        assert client.get("/start", params=listed.conf).status_code == 200
+    assert client.get("/stop", params=projects[2].conf).text == "stopping"
+
+    page = client.get("/deployments", params={"user_id": "lister-a", "limit": 1}).json()
+    assert (page["total"], len(page["deployments"])) == (2, 1)
+    row = page["deployments"][0]
+    assert (row["user_id"], row["status"], row["stage"]) == ("lister-a", "started", "queued")
+    assert row["last_deploy"]["run_id"].startswith("deploy~lister-a~") and row["last_deploy"]["queued_at"]
+    assert row["last_stop"] is None
+    second = client.get("/deployments", params={"user_id": "lister-a", "limit": 1, "offset": 1}).json()
+    assert second["deployments"][0]["project_id"] != row["project_id"]
+    stopping = client.get("/deployments", params={"status": "stopping", "user_id": "lister-b"}).json()
+    assert [r["project_id"] for r in stopping["deployments"]] == [projects[2].project_id]
+    assert client.get("/deployments", params={"status": "sleeping"}).status_code == 422
+    assert "/deployments" in client.get("/openapi.json").json()["paths"]
+
+
+def test_the_index_follows_changes_made_elsewhere_within_a_second(client, project):
+    """Another process (the scheduler, the UI, a second gateway) changes a run: the answer follows."""
+    assert client.get("/start", params=project.conf).status_code == 200
+    assert client.get("/status_request", params=project.conf).text == "started"
+    _mark_success(DEPLOY_DAG, f"deploy~{project.ref.key}~000001")
+    _answers_within_a_second(client, project, "running")
+
+
+def _answers_within_a_second(client, project, word: str) -> None:
+    import time
+
+    changed_at = time.monotonic()
+    while (answer := client.get("/status_request", params=project.conf).text) != word:
+        assert time.monotonic() - changed_at < 1.0, f"still {answer!r}: the answer lagged the database by over 1 s"
+        time.sleep(0.02)

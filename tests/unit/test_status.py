@@ -100,7 +100,7 @@ def test_the_newer_run_wins():
     assert derive_status(deployed, undeploy_run("success", 2)).status == Status.STOPPED
     assert derive_status(deploy_run("queued", run_id=3), undeploy_run("success", 2)).status == Status.STARTED
     stopping = derive_status(deployed, undeploy_run("running", 2))
-    assert (stopping.status, stopping.stage, stopping.url) == (Status.RUNNING, "stopping", "http://x")
+    assert (stopping.status, stopping.stage, stopping.url) == (Status.STOPPING, "stopping", "http://x")
     assert derive_status(deployed, undeploy_run("failed", 2)).status == Status.FAILED
 
 

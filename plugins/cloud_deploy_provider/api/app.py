@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import os
 from collections.abc import Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query
@@ -19,6 +20,7 @@ from fastapi.responses import PlainTextResponse, Response
 
 from cloud_deploy_provider.api import deployments
 from cloud_deploy_provider.identity import IDENTIFIER_PATTERN
+from cloud_deploy_provider.status import Status
 
 UserId = Query(..., description="TANGO user id", max_length=64)
 ProjectId = Query(..., description="TANGO project id", max_length=64)
@@ -48,7 +50,7 @@ def _call(function, *args) -> Any:
         raise HTTPException(status_code=rejected.status_code, detail=rejected.detail) from None
 
 
-def create_app(dependencies: Sequence[Any] = (), root_path: str = "") -> FastAPI:
+def create_app(dependencies: Sequence[Any] = (), root_path: str = "", lifespan: Any = None) -> FastAPI:
     app = FastAPI(
         title="Cloud Deploy",
         description="TANGO cloud deploy API on Apache Airflow. user_id/project_id follow "
@@ -56,6 +58,7 @@ def create_app(dependencies: Sequence[Any] = (), root_path: str = "") -> FastAPI
         version="0.1.0",
         dependencies=list(dependencies),
         root_path=root_path,
+        lifespan=lifespan,
     )
 
     @app.get("/", response_class=Response, summary="Hello")
@@ -68,19 +71,34 @@ def create_app(dependencies: Sequence[Any] = (), root_path: str = "") -> FastAPI
         await run_in_threadpool(_call, deployments.start, project)
         return "started"
 
-    @app.get("/stop", response_class=PlainTextResponse, summary="Stop the service and remove what it created")
+    @app.get("/stop", response_class=PlainTextResponse, summary="Stop the service and remove what it created",
+             description="Answers at once: `finished` when nothing is deployed any more, else `stopping` while "
+             "the undeploy run removes everything; `/status_request` then says `stopping` until `stopped`.")
     async def stop(user_id: str = UserId, project_id: str = ProjectId) -> str:
         project = _call(deployments.project_ref, user_id, project_id)
-        await run_in_threadpool(_call, deployments.stop, project)
-        return "finished"
+        status = await run_in_threadpool(_call, deployments.stop, project)
+        return "finished" if status == Status.STOPPED else status.value
 
-    @app.get("/status_request", response_class=PlainTextResponse, summary="The bare status word")
+    @app.get("/status_request", response_class=PlainTextResponse, summary="The bare status word",
+             description="One of " + ", ".join(f"`{word.value}`" for word in Status) + ".")
     async def status_request(user_id: str = UserId, project_id: str = ProjectId) -> str:
         project = _call(deployments.project_ref, user_id, project_id)
-        status = await run_in_threadpool(deployments.current_status, project)
+        status = deployments.status_in_memory(project)  # the common case: no thread, no database
+        if status is None:
+            status = await run_in_threadpool(deployments.served_status, project)
         if status is None:
             raise HTTPException(status_code=404, detail="Service not found")
         return status.status.value
+
+    @app.get("/deployments", summary="Every known deployment, filtered and paginated")
+    async def deployment_list(
+        user_id: str | None = Query(None, max_length=64, description="only this TANGO user's projects"),
+        status: Status | None = Query(None, description="only deployments with this status word"),
+        target: str | None = Query(None, max_length=64, description="only this target type (deploy.type)"),
+        limit: int = Query(100, ge=1, le=1000, description="rows per page"),
+        offset: int = Query(0, ge=0, description="rows to skip"),
+    ) -> dict[str, Any]:
+        return await run_in_threadpool(deployments.listing, user_id, status, target, limit, offset)
 
     @app.get("/deployments/{user_id}/{project_id}", summary="Status detail: stage, url, image, error, run ids")
     async def deployment_detail(user_id: str, project_id: str) -> dict[str, Any]:
@@ -93,5 +111,17 @@ def create_app(dependencies: Sequence[Any] = (), root_path: str = "") -> FastAPI
     return app
 
 
+@asynccontextmanager
+async def _gateway_lifespan(app: FastAPI):
+    """Read the deployment index before the first request, and print each project's progress on stdout."""
+    from cloud_deploy_provider.api.index import deployment_index
+    from cloud_deploy_provider.api.progress import printer
+
+    index = await run_in_threadpool(deployment_index)
+    index.add_listener(printer())
+    print(f"cloud-deploy gateway: {len(index.entries)} known deployment(s); each change is printed here", flush=True)
+    yield
+
+
 def create_gateway_app() -> FastAPI:
-    return create_app(dependencies=[Depends(gateway_token_dependency())])
+    return create_app(dependencies=[Depends(gateway_token_dependency())], lifespan=_gateway_lifespan)

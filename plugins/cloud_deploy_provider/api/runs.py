@@ -2,7 +2,7 @@
 
 These are not Airflow's public interface (their signatures moved between 3.x minors), which is
 why they are wrapped here and the package pins ``apache-airflow>=3.3,<3.4``. Everything is read
-straight from the metadata database, so a status answer costs a few queries, no call-outs.
+straight from the metadata database; ``index.py`` keeps what it read in memory.
 
 Run ids are ``<kind>~<user>~<project>~<sequence>``: the unique (dag_id, run_id) constraint then
 turns concurrent ``/start`` calls for one project into exactly one run, across processes.
@@ -22,7 +22,6 @@ from cloud_deploy_provider.status import RunSnapshot
 DEPLOY_DAG = "cloud_deploy"
 UNDEPLOY_DAG = "cloud_undeploy"
 RUN_KIND = {DEPLOY_DAG: "deploy", UNDEPLOY_DAG: "undeploy"}
-RECENT_RUNS_SCANNED = 200
 _SEQUENCE = re.compile(r"~(\d+)$")
 
 
@@ -38,66 +37,82 @@ def _run_prefix(dag_id: str, project: ProjectRef) -> str:
     return f"{RUN_KIND[dag_id]}~{project.key}~"
 
 
+def project_of_run_id(dag_id: str, run_id: str) -> ProjectRef | None:
+    """The project of a run the REST API triggered (``<kind>~<user>~<project>~<sequence>``), else None."""
+    parts = run_id.split("~")
+    if len(parts) != 4 or parts[0] != RUN_KIND.get(dag_id) or not parts[3].isdigit():
+        return None
+    return ProjectRef(parts[1], parts[2])
+
+
 def latest_run(dag_id: str, project: ProjectRef) -> RunSnapshot | None:
-    """The project's newest run of ``dag_id``: REST-triggered (by run id) or UI-triggered (by conf)."""
+    """The project's newest run of ``dag_id``: REST-triggered (by run id) or UI-triggered (by conf), at any
+    history size (from the deployment index, refreshed first)."""
+    from cloud_deploy_provider.api.index import deployment_index
+
+    index = deployment_index()
+    index.refresh()
+    entry = index.entries.get(project.key)
+    if entry is None:
+        return None
+    return entry.deploy if dag_id == DEPLOY_DAG else entry.undeploy
+
+
+def snapshots(session: Any, ids: list[int], batch: int = 400) -> list[RunSnapshot]:
+    """Snapshots of the runs with these database ids: three queries per ``batch`` runs, whatever their number."""
+    from airflow.models import DagRun, TaskInstance
+    from airflow.models.xcom import XComModel
     from sqlalchemy import select
 
-    from airflow.models import DagRun
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        by_id = session.scalars(
-            select(DagRun)
-            .where(DagRun.dag_id == dag_id, DagRun.run_id.startswith(_run_prefix(dag_id, project), autoescape=True))
-            .order_by(DagRun.id.desc())
-            .limit(1)
-        ).first()
-        recent = session.execute(  # runs triggered another way (the UI's form): by their conf
-            select(DagRun.id, DagRun.conf)
-            .where(DagRun.dag_id == dag_id, ~DagRun.run_id.startswith(f"{RUN_KIND[dag_id]}~", autoescape=True))
-            .order_by(DagRun.id.desc())
-            .limit(RECENT_RUNS_SCANNED)
+    result = []
+    for offset in range(0, len(ids), batch):
+        chunk = ids[offset:offset + batch]
+        dag_runs = session.execute(
+            select(DagRun.id, DagRun.dag_id, DagRun.run_id, DagRun._state.label("state"), DagRun.queued_at,
+                   DagRun.start_date, DagRun.end_date).where(DagRun.id.in_(chunk))
         ).all()
-        by_conf_id = next((row.id for row in recent if _conf_matches(row.conf, project)), None)
-        run = by_id
-        if by_conf_id is not None and (by_id is None or by_conf_id > by_id.id):
-            run = session.get(DagRun, by_conf_id)
-        return _snapshot(session, run) if run is not None else None
-
-
-def _conf_matches(conf: Any, project: ProjectRef) -> bool:
-    return isinstance(conf, dict) and conf.get("user_id") == project.user_id and conf.get("project_id") == project.project_id
+        tasks: dict[tuple[str, str], list[Any]] = {}
+        for row in session.execute(
+            select(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id, TaskInstance.state,
+                   TaskInstance.last_heartbeat_at)
+            .join(DagRun, (DagRun.dag_id == TaskInstance.dag_id) & (DagRun.run_id == TaskInstance.run_id))
+            .where(DagRun.id.in_(chunk))
+        ):
+            tasks.setdefault((row.dag_id, row.run_id), []).append(row)
+        xcoms: dict[int, dict[tuple[str, str], Any]] = {}
+        for row in session.execute(
+            select(XComModel.dag_run_id, XComModel.task_id, XComModel.key, XComModel.value).where(
+                XComModel.dag_run_id.in_(chunk)
+            )
+        ):
+            xcoms.setdefault(row.dag_run_id, {})[(row.task_id, row.key)] = _xcom_value(row.value)
+        result += [_snapshot_of(run, tasks.get((run.dag_id, run.run_id), []), xcoms.get(run.id, {})) for run in dag_runs]
+    return result
 
 
 def _snapshot(session: Any, run: Any) -> RunSnapshot:
-    from sqlalchemy import select
+    return snapshots(session, [run.id])[0]
 
-    from airflow.models import TaskInstance
-    from airflow.models.xcom import XComModel
 
-    rows = session.execute(
-        select(TaskInstance.task_id, TaskInstance.state, TaskInstance.last_heartbeat_at).where(
-            TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id
-        )
-    ).all()
-    task_states = {row.task_id: row.state for row in rows}
-    xcoms = {
-        (row.task_id, row.key): _xcom_value(row.value)
-        for row in session.execute(
-            select(XComModel.task_id, XComModel.key, XComModel.value).where(XComModel.dag_run_id == run.id)
-        )
-    }
+def _snapshot_of(run: Any, rows: list[Any], xcoms: dict[tuple[str, str], Any]) -> RunSnapshot:
     updated = run.end_date or run.start_date or run.queued_at
     return RunSnapshot(
         dag_id=run.dag_id,
         run_id=run.run_id,
         id=run.id,
         state=str(run.state.value if hasattr(run.state, "value") else run.state),
-        task_states={k: (str(v.value) if hasattr(v, "value") else v) for k, v in task_states.items()},
+        task_states={row.task_id: (str(row.state.value) if hasattr(row.state, "value") else row.state) for row in rows},
         xcoms=xcoms,
         updated_at=updated.isoformat() if updated else None,
         stalled=frozenset(row.task_id for row in rows if _stalled(row.state, row.last_heartbeat_at)),
+        queued_at=_iso(run.queued_at),
+        started_at=_iso(run.start_date),
+        ended_at=_iso(run.end_date),
     )
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
 
 
 def _stalled(state: Any, last_heartbeat_at: Any) -> bool:
@@ -127,14 +142,13 @@ def _xcom_value(value: Any) -> Any:
 
 def trigger(dag_id: str, project: ProjectRef, conf: dict[str, Any], user_name: str | None = None) -> str:
     """Queue a run with the project's next sequence number; raises RunAlreadyExists on a race."""
-    from sqlalchemy import select
-    from sqlalchemy.exc import IntegrityError
-
     from airflow.api.common.trigger_dag import trigger_dag
     from airflow.exceptions import DagNotFound, DagRunAlreadyExists
     from airflow.models import DagRun
     from airflow.utils.session import create_session
     from airflow.utils.types import DagRunTriggeredByType
+    from sqlalchemy import select
+    from sqlalchemy.exc import IntegrityError
 
     prefix = _run_prefix(dag_id, project)
     with create_session() as session:
@@ -166,12 +180,11 @@ def trigger(dag_id: str, project: ProjectRef, conf: dict[str, Any], user_name: s
 
 def cancel(dag_id: str, run_id: str) -> None:
     """Mark an unfinished run failed, as the REST API's PATCH state=failed does; running tasks get killed."""
-    from sqlalchemy import select
-
     from airflow.api.common.mark_tasks import set_dag_run_state_to_failed
     from airflow.models import DagRun
     from airflow.models.dagbag import DBDagBag
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
         run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).one()
@@ -180,10 +193,9 @@ def cancel(dag_id: str, run_id: str) -> None:
 
 
 def run_snapshot(dag_id: str, run_id: str) -> RunSnapshot | None:
-    from sqlalchemy import select
-
     from airflow.models import DagRun
     from airflow.utils.session import create_session
+    from sqlalchemy import select
 
     with create_session() as session:
         run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).first()
