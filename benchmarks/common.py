@@ -87,8 +87,12 @@ class Stack:
         self.client = httpx.Client(base_url=self.gateway, timeout=60)
 
     def __enter__(self) -> Stack:
-        subprocess.run(["bash", str(REPO / "scripts/stack.sh"), "start", str(self.state)], env=self.env, check=True,
-                       stdout=subprocess.DEVNULL)
+        try:
+            subprocess.run(["bash", str(REPO / "scripts/stack.sh"), "start", str(self.state)], env=self.env,
+                           check=True, stdout=subprocess.DEVNULL)
+        except BaseException:
+            self.__exit__()  # what did start must not outlive the benchmark
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -121,10 +125,16 @@ class Stack:
         wait_http(project.url + "/healthz", timeout=30)
         return time.perf_counter() - started
 
-    def stop(self, project: Project) -> None:
-        answer = self.client.get("/stop", params=project.params, timeout=300)
+    def stop(self, project: Project, timeout: float = 300) -> None:
+        """``/stop`` (answered at once), then wait until the status is ``stopped``."""
+        answer = self.client.get("/stop", params=project.params, timeout=30)
         if answer.status_code != 200:
             raise RuntimeError(f"/stop {project.params}: {answer.status_code} {answer.text}")
+        deadline = time.monotonic() + timeout
+        while (word := self.client.get("/status_request", params=project.params).text) != "stopped":
+            if word == "failed" or time.monotonic() > deadline:
+                raise RuntimeError(f"/stop {project.params}: {word}")
+            time.sleep(0.05)
 
 
 class Project:

@@ -107,6 +107,16 @@ class EmbeddedStack:
             time.sleep(0.25)
         return seen
 
+    def stopped(self, params: dict, seconds: float = 300) -> list[str]:
+        """``/stop`` (answered at once: ``stopping``, or ``finished`` when nothing was left), then the status words
+        seen until ``stopped``; fails on any other end."""
+        answer = self.gateway.get("/stop", params=params)
+        assert answer.status_code == 200 and answer.text in ("stopping", "finished"), (answer.status_code, answer.text)
+        seen = self.wait_for(params, ("stopped", "failed"), seconds)
+        assert seen[-1] == "stopped", (seen, self.detail(params))
+        assert set(seen) <= {"stopping", "stopped", "running", "failed"}, seen
+        return seen
+
     def query(self, sql: str, *parameters) -> list[tuple]:
         """A read of the stack's metadata database (SQLite), as an operator would look at it."""
         with sqlite3.connect(self.state / "airflow" / "airflow.db", timeout=30) as db:

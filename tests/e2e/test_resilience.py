@@ -91,7 +91,7 @@ def test_slow_readiness_waits_in_the_triggerer_and_does_not_hold_the_two_worker_
     detail = stack.detail(slow[0])
     assert httpx.get(f"{detail['url']}/healthz", timeout=5).status_code == 200
     for params in [*slow, quick]:
-        assert stack.gateway.get("/stop", params=params).text == "finished"
+        stack.stopped(params)
         assert _containers(docker_client, params) == []
 
 
@@ -131,7 +131,7 @@ def test_after_the_stack_is_killed_mid_build_the_status_is_truthful_and_the_buil
     assert stack.deploy_runs(params) == 1, "no new /start was needed"
     assert len(_containers(docker_client, params)) == 1
     assert _build_containers(docker_client) == [], "the killed build's container was removed"
-    assert stack.gateway.get("/stop", params=params).text == "finished"
+    stack.stopped(params)
 
 
 def _restart_docker_engine() -> None:
@@ -160,6 +160,31 @@ def test_a_docker_engine_restart_during_a_build_ends_running_without_a_new_start
     assert stack.deploy_runs(params) == 1, "no new /start was needed"
     assert stack.deploy_task(params)["try_number"] >= 2, "the build failed on the engine and was retried"
     assert httpx.get(f"{detail['url']}/healthz", timeout=5).status_code == 200
-    assert stack.gateway.get("/stop", params=params).text == "finished"
+    stack.stopped(params)
     assert _containers(docker_client, params) == [] and _build_containers(docker_client) == []
 
+
+
+def test_a_stop_during_a_build_answers_at_once_and_leaves_nothing(stack, package_index, docker_client):
+    """TANGO's manager gives /stop 5 s; the build it interrupts is killed and cleaned up behind the answer."""
+    params = {"user_id": "tango", "project_id": "stopped-mid-build"}
+    _with_package(stack, params, "slow-stop")
+    package_index.gate.clear()
+    assert stack.gateway.get("/start", params=params).text == "started"
+    _wait_until(lambda: package_index.downloads("slow-stop") >= 1, 120, "pip downloads the package")
+    assert stack.word(params) == "building"
+
+    started = time.monotonic()
+    answer = stack.gateway.get("/stop", params=params, timeout=5)
+    assert (answer.status_code, answer.text) == (200, "stopping")
+    assert time.monotonic() - started < 1.0, "TANGO's manager must not wait on a stop"
+    assert stack.word(params) == "stopping"
+    refused = stack.gateway.get("/start", params=params)
+    assert refused.status_code == 409 and "stopping" in refused.json()["detail"]
+
+    seen = stack.wait_for(params, ("stopped", "failed"), seconds=120)
+    package_index.gate.set()
+    assert seen[-1] == "stopped", (seen, stack.detail(params))
+    assert _containers(docker_client, params) == []
+    assert _build_containers(docker_client) == [], "the killed build's container was removed"
+    assert stack.deploy_runs(params) == 1

@@ -47,9 +47,9 @@ def _started(stack, params: dict, sample: str, final: str = "running") -> tuple[
     return gateway, detail, seen
 
 
-def _stopped(gateway: httpx.Client, params: dict) -> None:
-    assert gateway.get("/stop", params=params).text == "finished"
-    assert gateway.get("/status_request", params=params).text == "stopped"
+def _stopped(stack, params: dict) -> None:
+    stack.stopped(params)
+    assert stack.gateway.get("/stop", params=params).text == "finished", "a second stop has nothing left to do"
 
 
 def _answers(url: str) -> None:
@@ -82,9 +82,7 @@ def test_start_status_answer_stop_through_the_gateway(stack, docker_client):
     token = {"Authorization": f"Bearer {stack.airflow_token()}"}
     assert airflow.get("/cloud_deploy/status_request", params=params, headers=token).text == "running"
 
-    stopped = gateway.get("/stop", params=params)
-    assert (stopped.status_code, stopped.text) == (200, "finished")
-    assert gateway.get("/status_request", params=params).text == "stopped"
+    _stopped(stack, params)
     key = f"{params['user_id']}~{params['project_id']}"
     assert docker_client.containers(all=True, filters={"label": f"io.cloud-deploy.key={key}"}) == []
     with pytest.raises(httpx.ConnectError):
@@ -126,7 +124,7 @@ def test_aws_start_status_stop_through_the_gateway(stack, aws, sample, final):
     spec = load_spec(stack.shared / "common" / params["user_id"] / params["project_id"] / "deployment.yaml")
     name = ProjectRef(**params).resource_name(spec.deploy.service_name)
     assert _aws_leftovers(aws, sample, name, params["project_id"]), "the deployment exists on AWS"
-    _stopped(gateway, params)
+    _stopped(stack, params)
     assert _aws_leftovers(aws, sample, name, params["project_id"]) == []
 
 
@@ -141,7 +139,7 @@ def test_cloudrun_start_status_answer_stop_through_the_gateway(stack, gcp):
 
     service = detail["target"]["resources"]["service"]
     assert gcp.run().get_service(name=service).uri == detail["url"]
-    _stopped(gateway, params)
+    _stopped(stack, params)
     with pytest.raises(exceptions.NotFound):
         gcp.run().get_service(name=service)
 
@@ -155,7 +153,7 @@ def test_compute_session_start_status_answer_stop_through_the_gateway(stack, bac
 
     endpoint_id = detail["target"]["resources"]["endpoint_id"]
     assert backendai.stand_in.service(endpoint_id)["status"] == "HEALTHY"
-    _stopped(gateway, params)
+    _stopped(stack, params)
     assert backendai.stand_in.service(endpoint_id)["status"] == "DESTROYED"
 
 
@@ -194,3 +192,69 @@ def test_a_scheduled_job_runs_from_the_real_scheduler(stack):
         print(f"{dag_id}: scheduled run {run['dag_run_id']} {run['state']}, job {result['message']}")
     finally:
         shutil.rmtree(folder)
+
+
+class TangoManager:
+    """This module's caller as TANGO's Project Manager is written: ``requests.get`` with the ids as query
+    parameters, a text/plain header, a 5 s timeout and no retry; a 404 raises; any other body is used
+    with every ``"`` removed; a status body of at most 50 characters is stored as the project's status;
+    polling ends on ``failed``, ``stopped`` or ``completed``."""
+
+    DOCUMENTED = {"started", "building", "preparing", "running", "stopping", "stopped", "failed", "completed",
+                  "unknown"}
+
+    def __init__(self, base_url: str):
+        import requests
+
+        self.requests = requests
+        self.base_url = base_url
+        self.stored: dict[str, list[str]] = {}
+        self.slowest = 0.0
+
+    def call(self, route: str, user_id: str, project_id: str) -> str:
+        started = time.monotonic()
+        answer = self.requests.get(f"{self.base_url}/{route}", params={"user_id": user_id, "project_id": project_id},
+                                   headers={"Content-Type": "text/plain"}, timeout=5)
+        self.slowest = max(self.slowest, time.monotonic() - started)
+        if answer.status_code == 404:
+            raise RuntimeError(f"{route} {user_id}/{project_id}: 404")
+        return answer.text.replace('"', "")
+
+    def poll(self, user_id: str, project_id: str, until: tuple[str, ...], seconds: float = 300) -> str:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            body = self.call("status_request", user_id, project_id)
+            if len(body) <= 50:
+                stored = self.stored.setdefault(f"{user_id}/{project_id}", [])
+                if not stored or stored[-1] != body:
+                    stored.append(body)
+            if body in ("failed", "stopped", "completed") or body in until:
+                return body
+            time.sleep(1)
+        raise TimeoutError(f"{user_id}/{project_id} not {until} after {seconds} s")
+
+    def lifecycle(self, user_id: str, project_id: str) -> tuple[str, str, str]:
+        """start, poll until running, stop, poll until stopped: the last status of each poll and /stop's body."""
+        assert self.call("start", user_id, project_id) == "started"
+        deployed = self.poll(user_id, project_id, ("running",))
+        stop = self.call("stop", user_id, project_id)
+        stopped = self.poll(user_id, project_id, ())
+        return deployed, stop, stopped
+
+
+def test_twenty_projects_driven_as_tangos_project_manager_drives_them(stack, docker_client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    projects = [("tango-pm", f"project-{n:02d}") for n in range(20)]
+    for user_id, project_id in projects:
+        stack.project(user_id, project_id)
+    manager = TangoManager(str(stack.gateway.base_url).rstrip("/"))
+    with ThreadPoolExecutor(max_workers=len(projects)) as pool:
+        outcomes = list(pool.map(lambda ids: manager.lifecycle(*ids), projects))
+
+    assert all(outcome == ("running", "stopping", "stopped") for outcome in outcomes), outcomes
+    for name, statuses in manager.stored.items():
+        assert set(statuses) <= TangoManager.DOCUMENTED, (name, statuses)
+    print(f"slowest of every call: {manager.slowest:.2f} s")
+    assert manager.slowest < 5, "a call would have timed out in TANGO's manager"
+    assert docker_client.containers(all=True, filters={"label": "io.cloud-deploy.user=tango-pm"}) == []

@@ -8,6 +8,7 @@ shared token). Responses keep the original module's shape: text/plain bare words
 
 from __future__ import annotations
 
+import gc
 import hmac
 import os
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ def gateway_token_dependency(expected: str | None = None):
     """Require ``Authorization: Bearer <token>`` (or ``X-Cloud-Deploy-Token``) when a token is configured."""
     token = expected if expected is not None else os.environ.get("CLOUD_DEPLOY_GATEWAY_TOKEN", "")
 
-    def check(
+    async def check(  # async: a plain def dependency would cost a thread-pool hop on every request
         authorization: str | None = Header(default=None),
         x_cloud_deploy_token: str | None = Header(default=None),
     ) -> None:
@@ -116,11 +117,18 @@ async def _gateway_lifespan(app: FastAPI):
     """Read the deployment index before the first request, and print each project's progress on stdout."""
     from cloud_deploy_provider.api.index import deployment_index
     from cloud_deploy_provider.api.progress import printer
+    from cloud_deploy_provider.locks import LOCK_ROOT, file_lock
 
     index = await run_in_threadpool(deployment_index)
-    index.add_listener(printer())
-    print(f"cloud-deploy gateway: {len(index.entries)} known deployment(s); each change is printed here", flush=True)
-    yield
+    # Airflow's modules leave a large heap: each full collection walked it (~0.1-0.2 s, every few seconds under
+    # TANGO's polling), the gateway's worst latency. What exists after start-up is kept out of collections.
+    gc.freeze()
+    port = os.environ.get("CLOUD_DEPLOY_GATEWAY_PORT", "8890")
+    with file_lock(LOCK_ROOT / "cloud-deploy-gateway" / f"progress-{port}.lock", timeout=0) as printing:
+        if printing:  # one worker process of the gateway prints, not each of them
+            index.add_listener(printer())
+            print("cloud-deploy gateway: each change of a deployment's status is printed here", flush=True)
+        yield
 
 
 def create_gateway_app() -> FastAPI:

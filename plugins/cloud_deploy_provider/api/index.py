@@ -66,6 +66,7 @@ class DeploymentIndex:
         self._listeners: list[Listener] = []
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        self._last_failure: str | None = None
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -102,13 +103,19 @@ class DeploymentIndex:
     # -- refreshing --------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Refresh once now, then every ``refresh_seconds`` in a daemon thread (idempotent)."""
+        """Refresh once now, then every ``refresh_seconds`` in a daemon thread (idempotent).
+
+        A database that is not there yet (the gateway may start before Airflow's migration) is
+        logged and retried by the thread; until then answers that need the index fail."""
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
             self._stopping.clear()
             self._thread = threading.Thread(target=self._run, name="cloud-deploy-index", daemon=True)
-        self.refresh()
+        try:
+            self.refresh()
+        except Exception as error:
+            log.warning("the deployment index cannot read the metadata database yet (%s); retrying", error)
         self._thread.start()
 
     def stop(self) -> None:
@@ -120,8 +127,15 @@ class DeploymentIndex:
         while not self._stopping.wait(self.refresh_seconds):
             try:
                 self.refresh()
-            except Exception:  # the database being away for a moment must not end the refreshes
-                log.exception("refreshing the deployment index failed; retrying")
+            except Exception as error:  # the database being away for a moment must not end the refreshes
+                self._log_failure(error)
+
+    def _log_failure(self, error: Exception) -> None:
+        """One log line per kind of failure in a row, not four a second."""
+        kind = type(error).__name__
+        if kind != self._last_failure:
+            log.warning("refreshing the deployment index failed (%s); retrying", str(error).splitlines()[0])
+        self._last_failure = kind
 
     def refresh(self) -> None:
         from airflow.utils.session import create_session
@@ -136,6 +150,7 @@ class DeploymentIndex:
                 raise
             self._since = now - UPDATE_OVERLAP
             self.refreshed_at = started
+            self._last_failure = None
 
     def _reload(self, session: Any) -> None:
         """Read every run of the two DAGs (at start, and after runs were deleted)."""
