@@ -22,6 +22,12 @@ stop() {
 
 if [ "$action" = stop ]; then stop; exit 0; fi
 
+# TANGO's .env at the repository root, as its compose's `env_file: .env`: parsed, never sourced.
+if [ -f "$repo/.env" ]; then
+  env_exports=$("$venv/bin/python" "$repo/scripts/env-file.py" "$repo/.env")
+  eval "$env_exports"
+fi
+
 export AIRFLOW_HOME=$state/airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__DAGS_FOLDER=$repo/dags

@@ -151,6 +151,26 @@ def test_a_wrong_secret_key_fails_validate_and_says_so(backendai, gpu_project, m
     assert [method for method, _, _ in backendai.stand_in.requests if method != "GET"] == []
 
 
+def test_tangos_env_alone_deploys_when_there_is_no_backendai_connection(backendai, gpu_project, monkeypatch):
+    """TANGO's .env (CS_*) and no ``backendai_default``: the same service, signed with the variables' keypair."""
+    stand_in = backendai.stand_in
+    monkeypatch.delenv("AIRFLOW_CONN_BACKENDAI_DEFAULT")
+    tango_env = {"CS_ENDPOINT": stand_in.endpoint, "CS_ACCESS_KEY": stand_in.access_key,
+                 "CS_SECRET_KEY": stand_in.secret_key, "CS_DEFAULT_DOMAIN": "default", "CS_DEFAULT_GROUP": "default",
+                 "CLOUD_DEPLOY_REGISTRY_CONN_ID": "backendai_registry"}  # .env names no registry: the installation's
+    for name, value in tango_env.items():
+        monkeypatch.setenv(name, value)
+    run, status = _deploy(gpu_project)
+    assert run.state == "success", (status.stage, status.message)
+    assert status.status == Status.RUNNING
+    assert httpx.post(f"{status.url}/predict", json=FLOWER, timeout=10).json()["class"] == "setosa"
+    body = _service(backendai, status)["body"]
+    assert (body["domain"], body["group"]) == ("default", "default")
+    assert stand_in.secret_key not in json.dumps(status.target)
+    assert _dag("cloud_undeploy").test(run_conf=gpu_project.conf).state == "success"
+    assert _service(backendai, status)["status"] == "DESTROYED"
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

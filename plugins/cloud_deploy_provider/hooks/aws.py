@@ -1,9 +1,10 @@
 """AWS access for the ``aws-*`` targets, through the amazon provider's hooks (boto3 underneath).
 
 Credentials, region and ``endpoint_url`` come from an Airflow ``aws`` connection
-(``CLOUD_DEPLOY_AWS_CONN_ID``, default ``aws_default``). Clients use botocore's ``standard``
-retry mode, so throttling and 5xx answers are retried with exponential backoff, unless the
-connection's ``config_kwargs`` choose their own retries.
+(``CLOUD_DEPLOY_AWS_CONN_ID``, default ``aws_default``); without one, TANGO's ``AWS_REGION``,
+``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY`` stand in for it (``tango_env``). Clients use
+botocore's ``standard`` retry mode, so throttling and 5xx answers are retried with exponential
+backoff, unless the connection's ``config_kwargs`` choose their own retries.
 
 The installation's defaults for the AWS targets (network, roles, queue, bucket) live in the same
 connection's extra under ``cloud_deploy``; a project's ``deployment.yaml`` overrides them.
@@ -17,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from cloud_deploy_provider.hooks._connection import Endpoint, cloud_deploy_defaults, conn_id_from_env
+from cloud_deploy_provider.hooks.tango_env import aws_from_env, stored_connection
 from cloud_deploy_provider.spec import (
     AwsResourceName,
     EnabledDisabled,
@@ -68,7 +70,27 @@ class AwsSession:
     def _hook(self):
         from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
-        return AwsBaseHook(aws_conn_id=self.conn_id, client_type="sts")
+        return self._provider_hook(AwsBaseHook, client_type="sts")
+
+    @cached_property
+    def _stand_in(self) -> Any | None:
+        """TANGO's ``AWS_*`` variables as the connection, when Airflow has no connection ``conn_id``.
+
+        None when it has one (it always wins), and when none of the variables is set either: the
+        provider then goes on without a connection, on boto3's own credential chain, as before.
+        """
+        if stored_connection(self.conn_id) is not None:
+            return None
+        return aws_from_env(self.conn_id, AwsSettingsError)
+
+    def _provider_hook(self, hook_class: type, **kwargs: Any) -> Any:
+        """An amazon provider hook on ``conn_id``, reading the stand-in connection when there is one."""
+        hook = hook_class(aws_conn_id=self.conn_id, **kwargs)
+        if self._stand_in is not None:
+            stand_in = self._stand_in
+            # The provider reads its connection once, through self.get_connection (conn_config).
+            hook.get_connection = lambda _conn_id: stand_in
+        return hook
 
     @cached_property
     def _config(self):
@@ -95,7 +117,9 @@ class AwsSession:
     def region(self) -> str:
         region = self._hook.region_name
         if not region:
-            raise AwsSettingsError(f"connection {self.conn_id!r}: set region_name in its extra")
+            raise AwsSettingsError(
+                f"connection {self.conn_id!r}: set region_name in its extra (without the connection: AWS_REGION)"
+            )
         return region
 
     @cached_property
@@ -110,6 +134,6 @@ class AwsSession:
         """A 12-hour ECR login (``AWS`` + token), masked in Airflow's logs by the hook."""
         from airflow.providers.amazon.aws.hooks.ecr import EcrHook
 
-        hook = EcrHook(aws_conn_id=self.conn_id, region_name=self.region, config=self._config)
+        hook = self._provider_hook(EcrHook, region_name=self.region, config=self._config)
         return hook.get_temporary_credentials()[0]
 

@@ -1,6 +1,7 @@
 """Backend.AI manager access for the ``compute-session`` target: the ``backendai`` connection and a signed client.
 
-The connection (``CLOUD_DEPLOY_BACKENDAI_CONN_ID``, default ``backendai_default``): host is the
+The connection (``CLOUD_DEPLOY_BACKENDAI_CONN_ID``, default ``backendai_default``; without one,
+TANGO's ``CS_*`` variables stand in for it, see ``tango_env``): host is the
 manager endpoint (``https://host[:port]``; without a scheme, https except on loopback), login the
 access key, password the secret key, and extra ``domain``, ``group`` (the Backend.AI project),
 ``api_version``, ``scaling_group`` (the default resource group) and ``registry_conn_id`` (a
@@ -32,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from cloud_deploy_provider import http_clients
 from cloud_deploy_provider.errors import Refusal
 from cloud_deploy_provider.hooks._connection import conn_id_from_env
+from cloud_deploy_provider.hooks.tango_env import backendai_from_env, connection_or_env
 from cloud_deploy_provider.spec import ModelName
 
 DEFAULT_CONN_ID = "backendai_default"
@@ -239,9 +241,19 @@ class BackendAIHook(BaseHook):
     def settings(self) -> BackendAISettings:
         from airflow.sdk.log import mask_secret
 
-        settings = BackendAISettings.from_connection(self.get_connection(self.backendai_conn_id))
+        settings = BackendAISettings.from_connection(self._connection())
         mask_secret(settings.secret_key)
         return settings
+
+    def _connection(self) -> Any:
+        """The Airflow connection; without one, TANGO's ``CS_*`` variables (a connection always wins)."""
+        connection = connection_or_env(self.backendai_conn_id, backendai_from_env, BackendAISettingsError)
+        if connection is None:
+            raise BackendAISettingsError(
+                f"no Airflow connection {self.backendai_conn_id!r} (type backendai), and no CS_ENDPOINT, "
+                "CS_ACCESS_KEY and CS_SECRET_KEY (TANGO's .env) to stand in for it"
+            )
+        return connection
 
     def get_conn(self) -> BackendAIClient:
         return BackendAIClient(self.settings)

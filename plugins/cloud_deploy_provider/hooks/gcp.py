@@ -3,8 +3,10 @@
 Credentials come from an Airflow ``google_cloud_platform`` connection (``CLOUD_DEPLOY_GCP_CONN_ID``,
 default ``google_cloud_default``) read with the google provider's field names: ``key_path``,
 ``keyfile_dict`` or ``credential_config_file`` in its extra, else Application Default
-Credentials. The google provider itself is not a dependency: it pulls in ~120 packages (ray,
-pandas, scikit-learn) for the few lines of credential loading done here with google-auth.
+Credentials. Without such a connection, TANGO's ``GCP_PROJECT_ID``, ``GCP_REGION`` and
+``GOOGLE_APPLICATION_CREDENTIALS`` stand in for it (``tango_env``). The google provider itself is
+not a dependency: it pulls in ~120 packages (ray, pandas, scikit-learn) for the few lines of
+credential loading done here with google-auth.
 
 The clients are the ``google-cloud-run`` and ``google-cloud-artifact-registry`` libraries on their
 REST transport. The installation's defaults (region, API endpoints, runtime service account)
@@ -20,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from cloud_deploy_provider.hooks._connection import Endpoint, cloud_deploy_defaults, conn_id_from_env
+from cloud_deploy_provider.hooks.tango_env import connection_or_env, gcp_from_env
 from cloud_deploy_provider.spec import GcpProjectId, GcpRegion, GcpRepositoryId, GcpServiceAccount
 
 DEFAULT_CONN_ID = "google_cloud_default"
@@ -57,9 +60,13 @@ class GcpSession:
 
     @cached_property
     def _extra(self) -> dict[str, Any]:
-        from airflow.sdk import BaseHook
-
-        extra = BaseHook.get_connection(self.conn_id).extra_dejson
+        connection = connection_or_env(self.conn_id, gcp_from_env, GcpSettingsError)
+        if connection is None:
+            raise GcpSettingsError(
+                f"no Airflow connection {self.conn_id!r} (type google_cloud_platform), and none of GCP_PROJECT_ID, "
+                "GCP_REGION, GOOGLE_APPLICATION_CREDENTIALS (TANGO's .env) to stand in for it"
+            )
+        extra = connection.extra_dejson
         return {key.removeprefix(_LEGACY_PREFIX): value for key, value in extra.items()}
 
     @cached_property
