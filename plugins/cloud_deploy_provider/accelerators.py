@@ -21,6 +21,9 @@ VENDORS = ("nvidia", "amd", "rebellion", "google", "intel")
 # What each vendor makes; the first vendor of a type is its default.
 VENDOR_TYPES = {"nvidia": ("gpu",), "amd": ("gpu",), "intel": ("gpu", "npu"), "rebellion": ("npu",), "google": ("tpu",)}
 DEFAULT_VENDOR = {"gpu": "nvidia", "tpu": "google"}
+# Type names that stand for a type and a vendor: TANGO's code generator writes ``accelerator: cuda``
+# for an NVIDIA GPU (CUDA is NVIDIA's platform, as in Backend.AI's ``cuda.device`` slot below).
+TYPE_ALIASES = {"cuda": ("gpu", "nvidia")}
 
 
 @dataclass(frozen=True)

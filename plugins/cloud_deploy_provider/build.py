@@ -247,7 +247,7 @@ def project_files(project_dir: Path) -> list[tuple[str, bytes, bool]]:
             continue
         resolved = path.resolve()
         if not resolved.is_relative_to(root):
-            raise ProjectFileError(f"{relative}: links outside the project folder ({resolved})")
+            raise ProjectFileError(f"{relative}: links outside the project folder")  # where to is the server's business
         if not resolved.is_file():
             continue
         if len(shipped) >= MAX_CONTEXT_FILES:

@@ -9,17 +9,29 @@ import sys
 from pathlib import Path
 
 
-def _load(path: Path):
+def _load(path: Path, legacy_forms: list[str] | None = None):
+    """The spec and its folder; messages name the yaml relative to the shared root when it is under it."""
     from cloud_deploy_provider.spec import check_project_files, load_spec
+    from cloud_deploy_provider.workspace import shown_as_shared
 
     spec_file = path / "deployment.yaml" if path.is_dir() else path
-    spec = load_spec(spec_file)
+    spec = load_spec(spec_file, source=shown_as_shared(spec_file), legacy_forms=legacy_forms)
     check_project_files(spec, spec_file.parent)
     return spec, spec_file.parent
 
 
+def _warn(spec_file: Path, warnings: list[str]) -> None:
+    from cloud_deploy_provider.workspace import shown_as_shared
+
+    for warning in warnings:
+        print(f"warning: {shown_as_shared(spec_file)}: {warning}", file=sys.stderr)
+
+
 def validate(args: argparse.Namespace) -> int:
-    spec, _ = _load(args.path)
+    """Exit 0 for a valid spec, legacy forms included; they are printed as warnings on stderr."""
+    warnings: list[str] = []
+    spec, folder = _load(args.path, warnings)
+    _warn(folder / "deployment.yaml", warnings)
     print(f"ok: {args.path} (deploy.type {spec.deploy.type}, service {spec.deploy.service_name})")
     return 0
 
@@ -31,7 +43,9 @@ def render(args: argparse.Namespace) -> int:
     from cloud_deploy_provider.settings import BuildSettings, EngineSettings
     from cloud_deploy_provider.targets import target_class
 
-    spec, folder = _load(args.path)
+    warnings: list[str] = []
+    spec, folder = _load(args.path, warnings)
+    _warn(folder / "deployment.yaml", warnings)
     settings = BuildSettings.from_env()
     plan = render_build(spec, folder, settings, load_catalog(settings.catalog_path))
     print("# Dockerfile")
@@ -60,7 +74,7 @@ def create_job(args: argparse.Namespace) -> int:
     from cloud_deploy_provider.identity import ProjectRef
     from cloud_deploy_provider.scheduled import job_dag_id
     from cloud_deploy_provider.spec import validate_spec_data
-    from cloud_deploy_provider.workspace import SPEC_FILE_NAME, shared_root
+    from cloud_deploy_provider.workspace import SPEC_FILE_NAME, shared_root, shown_as_shared
 
     project = ProjectRef(args.user_id, args.project_id)
     folder = shared_root() / "common" / project.user_id / project.project_id
@@ -70,9 +84,9 @@ def create_job(args: argparse.Namespace) -> int:
             "build": {}, "deploy": {"type": "docker", "service_name": args.job_id},
         }
     except yaml.YAMLError as error:
-        raise ValueError(f"{spec_file}: not valid YAML ({error})") from None
+        raise ValueError(f"{shown_as_shared(spec_file)}: not valid YAML ({error})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{spec_file}: the top level must be a mapping")
+        raise ValueError(f"{shown_as_shared(spec_file)}: the top level must be a mapping")
     job = {"name": args.job_id, "cron": args.schedule, "image": args.image, "retries": args.retries,
            "timeout_seconds": args.timeout, "resources": {"gpu": args.gpu_count}, "target": args.target}
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
@@ -83,12 +97,13 @@ def create_job(args: argparse.Namespace) -> int:
     schedule = data.setdefault("schedule", {}) or {}
     data["schedule"] = schedule
     schedule["jobs"] = [other for other in schedule.get("jobs") or [] if other.get("name") != args.job_id] + [job]
-    validate_spec_data(data, source=str(spec_file))  # nothing is written unless the result is valid
+    validate_spec_data(data, source=shown_as_shared(spec_file))  # nothing is written unless the result is valid
     folder.mkdir(parents=True, exist_ok=True)
     partial = spec_file.with_suffix(".yaml.partial")
     partial.write_text(yaml.safe_dump(data, sort_keys=False))
     partial.replace(spec_file)
-    print(f"{spec_file}: job {args.job_id} ({args.schedule}) -> DAG {job_dag_id(project, args.job_id)}")
+    dag_id = job_dag_id(project, args.job_id)
+    print(f"{shown_as_shared(spec_file)}: job {args.job_id} ({args.schedule}) -> DAG {dag_id}")
     return 0
 
 

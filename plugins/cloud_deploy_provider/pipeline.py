@@ -21,7 +21,7 @@ from cloud_deploy_provider.registry import Registry, RegistryClient, repository_
 from cloud_deploy_provider.settings import BuildSettings
 from cloud_deploy_provider.spec import DeploymentSpec, check_project_files, load_spec
 from cloud_deploy_provider.targets import ImageRef, Target, TargetStatus, target_class
-from cloud_deploy_provider.workspace import project_dir, spec_path
+from cloud_deploy_provider.workspace import SPEC_FILE_NAME, project_dir, shown_path, spec_path
 
 Log = Callable[[str], None]
 LOCAL_TARGETS = {"docker"}
@@ -35,9 +35,12 @@ class DeploymentFailed(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadedProject:
+    """A validated project; ``warnings`` are the legacy forms its yaml was read with (see spec.ATP_WARNING)."""
+
     project: ProjectRef
     spec: DeploymentSpec
     folder: Path
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,13 +57,17 @@ class BuiltImage:
 
 
 def load_project(user_id: str, project_id: str, root: Path | None = None) -> LoadedProject:
-    """Everything ``/start`` checks synchronously: identifiers, the yaml, its files, the target."""
+    """Everything ``/start`` checks synchronously: identifiers, the yaml, its files, the target.
+
+    Messages name the yaml relative to the shared root (``common/<user>/<project>/deployment.yaml``).
+    """
     project = ProjectRef(user_id, project_id)
-    spec = load_spec(spec_path(project, root))
+    warnings: list[str] = []
+    spec = load_spec(spec_path(project, root), source=shown_path(project, SPEC_FILE_NAME), legacy_forms=warnings)
     folder = project_dir(project, root)
     check_project_files(spec, folder)
     target_class(spec.deploy.type)
-    return LoadedProject(project, spec, folder)
+    return LoadedProject(project, spec, folder, tuple(warnings))
 
 
 def build(
@@ -136,16 +143,40 @@ def make_target(project: ProjectRef, deploy_type: str, log: Log, **options: Any)
     return target_class(deploy_type)(project, log=log, **options)
 
 
-def validate(project: ProjectRef, log: Log) -> LoadedProject:
-    """What a run checks before building: the yaml, its files, and that the target accepts the spec."""
+def validate(project: ProjectRef, log: Log, warn: Log | None = None) -> LoadedProject:
+    """What a run checks before building: the yaml, its files, and that the target accepts the spec.
+
+    The legacy forms the yaml was read with go to ``warn`` (default: ``log``) as ``warning: ...``.
+    """
     loaded = load_project(project.user_id, project.project_id)
     spec = loaded.spec
     log(f"{project.user_id}/{project.project_id}: deploy.type {spec.deploy.type}, service {spec.deploy.service_name}")
+    for warning in loaded.warnings:
+        (warn or log)(f"warning: {shown_path(project, SPEC_FILE_NAME)}: {warning}")
     target = make_target(project, spec.deploy.type, log)
+    note = service_host_ip_note(target, spec)
+    if note:
+        log(note)
     if hasattr(target, "preflight"):
         target.preflight(spec)
         log("the target accepts the spec (network, roles and sizes checked)")
     return loaded
+
+
+def service_host_ip_note(target: Target, spec: DeploymentSpec) -> str | None:
+    """What ``deploy.network.service_host_ip`` does on this target, when the spec gives one.
+
+    TANGO fills it with an address that need not be this host's. A target that advertises it
+    (``advertises_service_host_ip``, the docker target) puts it in the service URL; the others
+    report the address their platform gives the service, and ignore it.
+    """
+    network = spec.deploy.network
+    if network is None or network.service_host_ip is None:
+        return None
+    if getattr(target, "advertises_service_host_ip", False):
+        return f"deploy.network.service_host_ip {network.service_host_ip}: advertised in the service URL"
+    return (f"deploy.network.service_host_ip {network.service_host_ip}: not used by {spec.deploy.type}, "
+            "whose service URL is the address the target gives it")
 
 
 def ready_timeout(target: Target, spec: DeploymentSpec) -> float:

@@ -25,7 +25,7 @@ from airflow.sdk import DAG
 
 from cloud_deploy_provider.identity import InvalidIdentifier, ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec, SpecError, load_spec
-from cloud_deploy_provider.workspace import SPEC_FILE_NAME
+from cloud_deploy_provider.workspace import SPEC_FILE_NAME, shown_as_shared
 
 START_DATE = datetime(2024, 1, 1, tzinfo=timezone.utc)
 TAGS = ["cloud-deploy", "scheduled"]
@@ -73,7 +73,7 @@ def scheduled_projects(root: Path, only: str | None = None) -> list[ScheduledPro
             if b"schedule" not in path.read_bytes():
                 continue
             ref = ProjectRef(path.parent.parent.name, path.parent.name)
-            spec = load_spec(path)
+            spec = load_spec(path, source=shown_as_shared(path, root))
         except (SpecError, InvalidIdentifier, OSError) as error:
             found.append(BrokenProject(path, str(error)))
             continue
@@ -95,7 +95,7 @@ def build_dags(root: Path, only: str | None = None) -> list[DAG]:
             dags.append(_redeploy_dag(project))
         dags.extend(_job_dag(project, job) for job in schedule.jobs)
     if broken:
-        dags.append(_broken_dag(broken))
+        dags.append(_broken_dag(broken, root))
     return dags
 
 
@@ -148,8 +148,8 @@ def _run_timeout(job: Any) -> int:
     return (job.retries + 1) * max(60, job.timeout_seconds) + 300
 
 
-def _broken_dag(broken: list[BrokenProject]) -> DAG:
-    problems = "\n".join(f"{project.path}: {project.problem}" for project in broken)
+def _broken_dag(broken: list[BrokenProject], root: Path) -> DAG:
+    problems = "\n".join(f"{shown_as_shared(project.path, root)}: {project.problem}" for project in broken)
     with BrokenProjectsDag(dag_id="cloud_scheduled__broken_projects", description=problems, schedule=None,
                            start_date=START_DATE, tags=TAGS) as dag:
         pass

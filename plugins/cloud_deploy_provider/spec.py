@@ -30,13 +30,14 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
-from cloud_deploy_provider.accelerators import AcceleratorError, AcceleratorRequest, request_of
+from cloud_deploy_provider.accelerators import TYPE_ALIASES, AcceleratorError, AcceleratorRequest, request_of
 
 __all__ = [
     "KNOWN_DEPLOY_TYPES",
@@ -86,10 +87,15 @@ KNOWN_DEPLOY_TYPES = (
     "ktc",
 )
 ARCHITECTURES = ("x86", "x86_64", "amd64", "arm", "arm64", "aarch64")
+PLATFORM_OS = "linux"
 AcceleratorType = Literal["cpu", "gpu", "npu", "tpu"]
 AcceleratorVendor = Literal["nvidia", "amd", "rebellion", "google", "intel"]
 ReadinessCheck = Literal["http", "tcp"]
 DEFAULT_SOURCE = "deployment.yaml"
+ATP_WARNING = (
+    "build.components.custom_packages.atp: read as 'apt' (TANGO's code generator misspells the key); "
+    "rename it to 'apt'"
+)
 
 
 class SpecError(ValueError):
@@ -107,6 +113,7 @@ class SpecError(ValueError):
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}", re.ASCII)
 _OS = re.compile(r"[a-z]+(?:[0-9][0-9.]*)?", re.ASCII)
+_PLATFORM_VARIANT = re.compile(r"v[0-9]+", re.ASCII)
 _SERVICE_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?", re.ASCII)
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", re.ASCII)
 _APT_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+(?:=[A-Za-z0-9.+~:-]+)?", re.ASCII)
@@ -223,6 +230,41 @@ def _one_of(choices: tuple[str, ...], what: str):
         return text
 
     return BeforeValidator(check)
+
+
+def _architecture(value: Any) -> str:
+    """An architecture name, or a Docker platform (``linux/amd64``, ``linux/arm64/v8``) read as its architecture.
+
+    TANGO's code generator writes the platform form; the variant says nothing the build uses.
+    """
+    text = _require_str(value, "an architecture such as x86 or a platform such as linux/amd64").lower()
+    if "/" not in text:
+        return _known_architecture(text, value)
+    os_name, _, rest = text.partition("/")
+    architecture, _, variant = rest.partition("/")
+    if os_name != PLATFORM_OS:
+        _fail(f"{_show(value)}: images are built for {PLATFORM_OS} only; write e.g. linux/amd64 or linux/arm64")
+    if variant and not _PLATFORM_VARIANT.fullmatch(variant):
+        _fail(f"{_show(value)} is not a platform; write os/architecture[/variant], e.g. linux/arm64/v8")
+    if architecture not in ARCHITECTURES:
+        _fail(f"{_show(value)}: {architecture!r} is not a known architecture; "
+              f"expected linux/ and one of: {', '.join(ARCHITECTURES)}")
+    return architecture
+
+
+def _known_architecture(text: str, value: Any) -> str:
+    if text not in ARCHITECTURES:
+        hint = _did_you_mean(text, ARCHITECTURES)
+        _fail(f"{_show(value)} is not a known architecture; {hint + ' ' if hint else ''}"
+              f"expected one of: {', '.join(ARCHITECTURES)} (or a platform such as linux/amd64)")
+    return text
+
+
+def _note_legacy_form(info: ValidationInfo, message: str) -> None:
+    """Record a legacy form read, in the ``legacy_forms`` list the caller passed as validation context."""
+    forms = (info.context or {}).get("legacy_forms")
+    if forms is not None:
+        forms.append(message)
 
 
 def _describe_range(integer: bool, low: float | None, high: float | None, above: float | None) -> str:
@@ -529,6 +571,7 @@ class Accelerator(_SpecModel):
                 f"must be one of {', '.join(typing.get_args(AcceleratorType))}, a 'type:vendor:model:count' string "
                 f"or a mapping, got {_described(data)}"
             )
+        data = _read_type_alias(data)
         if "count" not in data:
             accelerator_type = data.get("type")
             is_cpu = isinstance(accelerator_type, str) and accelerator_type.lower() == "cpu"
@@ -536,9 +579,30 @@ class Accelerator(_SpecModel):
         return data
 
 
+def _read_type_alias(data: dict[str, Any]) -> dict[str, Any]:
+    """``cuda`` (TANGO's code generator) as the type and vendor it stands for, ``gpu`` and ``nvidia``."""
+    written = data.get("type")
+    alias = TYPE_ALIASES.get(written.lower()) if isinstance(written, str) else None
+    if alias is None:
+        return data
+    accelerator_type, vendor = alias
+    given = data.get("vendor")
+    if given is not None and (not isinstance(given, str) or given.lower() != vendor):
+        _fail(f"{_show(written)} means a {vendor} {accelerator_type}; vendor {_show(given)} contradicts it")
+    return {**data, "type": accelerator_type, "vendor": vendor}
+
+
 class CustomPackages(_SpecModel):
-    apt: list[AptPackage] = []
+    apt: list[AptPackage] = Field(default=[], validation_alias=AliasChoices("apt", "atp"))
     pypi: list[PypiPackage] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _note_misspelled_apt(cls, data: Any, info: ValidationInfo) -> Any:
+        """``atp`` fills ``apt`` (the alias above); giving both is the usual 'same setting' error."""
+        if isinstance(data, dict) and "atp" in data and "apt" not in data:
+            _note_legacy_form(info, ATP_WARNING)
+        return data
 
 
 class Components(_SpecModel):
@@ -558,7 +622,7 @@ class Components(_SpecModel):
 
 
 class Build(_SpecModel):
-    architecture: Annotated[str, _one_of(ARCHITECTURES, "architecture")] = "x86"
+    architecture: Annotated[str, BeforeValidator(_architecture)] = "x86"
     accelerator: Accelerator = Field(default_factory=lambda: Accelerator(type="cpu"))
     os: Annotated[str, _grammar(_OS, "an OS name such as ubuntu20.04, debian12 or rhel8")] | None = None
     image_uri: Annotated[str, BeforeValidator(_image_reference)] | None = None
@@ -1053,25 +1117,40 @@ def _problems(error: ValidationError, source: str) -> list[str]:
 # --------------------------------------------------------------------------- public API
 
 
-def validate_spec_data(data: Any, *, source: str = DEFAULT_SOURCE) -> DeploymentSpec:
-    """Validate already-parsed data (e.g. a JSON body), raising SpecError with every problem."""
+def validate_spec_data(
+    data: Any, *, source: str = DEFAULT_SOURCE, legacy_forms: list[str] | None = None
+) -> DeploymentSpec:
+    """Validate already-parsed data (e.g. a JSON body), raising SpecError with every problem.
+
+    Legacy forms that are read with a warning (TANGO's ``atp`` for ``apt``) are appended to
+    ``legacy_forms`` when it is given, each as 'dotted.path: message', for the caller to show.
+    """
     if not isinstance(data, dict):
         raise SpecError(f"{source}: the top level must be a mapping with 'build' and 'deploy', got {_kind(data)}")
+    found: list[str] = []
     try:
-        return DeploymentSpec.model_validate(data)
+        spec = DeploymentSpec.model_validate(data, context={"legacy_forms": found})
     except ValidationError as exc:
         raise SpecError(_problems(exc, source)) from None
+    if legacy_forms is not None:
+        legacy_forms.extend(found)
+    return spec
 
 
-def parse_spec_text(text: str | bytes, *, source: str = DEFAULT_SOURCE) -> DeploymentSpec:
+def parse_spec_text(
+    text: str | bytes, *, source: str = DEFAULT_SOURCE, legacy_forms: list[str] | None = None
+) -> DeploymentSpec:
     data = _load_yaml(_decode(text, source), source)
     if data is None:
         raise SpecError(f"{source}: the document is empty")
-    return validate_spec_data(data, source=source)
+    return validate_spec_data(data, source=source, legacy_forms=legacy_forms)
 
 
-def load_spec(path: pathlib.Path) -> DeploymentSpec:
-    source = str(path)
+def load_spec(
+    path: pathlib.Path, *, source: str | None = None, legacy_forms: list[str] | None = None
+) -> DeploymentSpec:
+    """Read and validate ``path``; messages name it as ``source`` (the server's own path unless given)."""
+    source = source or str(path)
     try:
         with open(path, "rb") as stream:
             raw = stream.read(MAX_SPEC_BYTES + 1)
@@ -1081,16 +1160,17 @@ def load_spec(path: pathlib.Path) -> DeploymentSpec:
         raise SpecError(f"{source}: is a directory, not a file") from None
     except OSError as exc:
         raise SpecError(f"{source}: cannot be read ({exc.strerror or exc})") from None
-    return parse_spec_text(raw, source=source)
+    return parse_spec_text(raw, source=source, legacy_forms=legacy_forms)
 
 
 def _resolve_inside(root: pathlib.Path, relative: str) -> pathlib.Path:
+    """The file, or a ValueError that names no server path (the message reaches TANGO's users)."""
     try:
         resolved = (root / relative).resolve(strict=True)
     except (OSError, RuntimeError):
-        raise ValueError(f"{relative!r} not found in the project directory {str(root)!r}") from None
+        raise ValueError(f"{relative!r} not found in the project directory") from None
     if not resolved.is_relative_to(root):
-        raise ValueError(f"{relative!r} resolves to {str(resolved)!r}, outside the project directory {str(root)!r}")
+        raise ValueError(f"{relative!r} links outside the project directory")
     if not resolved.is_file():
         raise ValueError(f"{relative!r} is not a regular file")
     return resolved

@@ -248,3 +248,15 @@ def _answers_within_a_second(client, project, word: str) -> None:
     while (answer := client.get("/status_request", params=project.conf).text) != word:
         assert time.monotonic() - changed_at < 1.0, f"still {answer!r}: the answer lagged the database by over 1 s"
         time.sleep(0.02)
+
+
+def test_a_spec_error_answer_names_the_yaml_relative_to_the_shared_root(client, project):
+    import os
+
+    project.spec_file.write_text("build:\n  accelerator: cpu\n  - oops\n")
+    response = client.get("/start", params=project.conf)
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert detail.startswith(f"common/{project.user_id}/{project.project_id}/deployment.yaml: line 3, column 3: ")
+    assert os.environ["CLOUD_DEPLOY_SHARED_ROOT"] not in detail
+    assert _runs(DEPLOY_DAG, project) == 0

@@ -80,6 +80,40 @@ def test_invalid_yaml_fails_the_run_with_the_reason_in_the_status(airflow_db, he
     assert "entrypiont" in status.message and "entrypoint" in status.message
 
 
+def test_a_tango_generated_spec_deploys_with_the_atp_warning_in_the_validate_log(airflow_db, hello_project, capfd,
+                                                                               caplog):
+    def tango_forms(spec):
+        spec["build"]["architecture"] = "linux/amd64"
+        spec["build"]["components"]["custom_packages"] = {"atp": ["hello"]}
+        spec["deploy"]["network"]["service_host_ip"] = "1.2.3.4"
+
+    hello_project.edit(tango_forms)
+    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
+    captured = capfd.readouterr()
+    logs = caplog.text + captured.out + captured.err
+    shown = f"common/{hello_project.user_id}/{hello_project.project_id}/deployment.yaml"
+    assert f"warning: {shown}: build.components.custom_packages.atp: read as 'apt'" in logs
+    status = _status(hello_project)
+    assert status.status == Status.RUNNING and status.url == f"http://1.2.3.4:{hello_project.port}"
+    assert runs.latest_run(runs.DEPLOY_DAG, hello_project.ref).xcom("deploy")["warnings"] == [
+        "build.components.custom_packages.atp: read as 'apt' (TANGO's code generator misspells the key); "
+        "rename it to 'apt'"
+    ]
+
+
+def test_a_yaml_error_in_the_status_names_the_file_relative_to_the_shared_root(airflow_db, hello_project):
+    import os
+
+    hello_project.spec_file.write_text("build:\n  accelerator: cpu\n  - oops\n")
+    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    assert run.state == "failed"
+    status = _status(hello_project)
+    shown = f"common/{hello_project.user_id}/{hello_project.project_id}/deployment.yaml"
+    assert status.stage == "validate" and f"{shown}: line 3, column 3: " in status.message, status
+    assert os.environ["CLOUD_DEPLOY_SHARED_ROOT"] not in status.message
+
+
 def test_bad_identifiers_are_rejected_before_any_task_runs(airflow_db):
     from airflow.sdk.exceptions import ParamValidationError
 

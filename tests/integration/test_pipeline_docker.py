@@ -131,3 +131,34 @@ def test_a_crashing_service_is_reported_with_exit_code_and_log_tail(hello_projec
     with pytest.raises(DeploymentFailed, match="exit code 3") as failure:
         wait_ready(target, loaded.spec, print)
     assert "boom" in str(failure.value)
+
+
+def test_a_tango_generated_spec_deploys_advertising_service_host_ip(hello_project, docker_client):
+    """TANGO's generator writes linux/amd64, atp for apt, and a service_host_ip that is not this host's."""
+    from cloud_deploy_provider.pipeline import validate
+
+    def tango_forms(spec):
+        spec["build"]["architecture"] = "linux/amd64"
+        spec["build"]["components"]["custom_packages"] = {"atp": ["hello"]}
+        spec["deploy"]["network"]["service_host_ip"] = "1.2.3.4"
+
+    hello_project.edit(tango_forms)
+    log: list[str] = []
+    loaded = validate(hello_project.ref, log.append)
+    shown = f"common/{hello_project.user_id}/{hello_project.project_id}/deployment.yaml"
+    assert f"warning: {shown}: build.components.custom_packages.atp: read as 'apt'" in "\n".join(log), log
+    assert "deploy.network.service_host_ip 1.2.3.4: advertised in the service URL" in log
+    assert loaded.spec.build.architecture == "amd64"
+
+    built = build(loaded, docker_client, BuildSettings.from_env(), None, print)
+    target = DockerTarget(hello_project.ref, log=print, client=docker_client, settings=EngineSettings.from_env())
+    advertised = f"http://1.2.3.4:{hello_project.port}"
+    assert target.deploy(loaded.spec, image_ref(built.to_dict())).url == advertised
+    ready = wait_ready(target, loaded.spec, print)
+    assert (ready.state, ready.url) == ("running", advertised)
+    assert f"answers at {hello_project.url} (advertised as {advertised})" in ready.message
+    assert httpx.get(f"{hello_project.url}/healthz").status_code == 200, "published on the configured address"
+
+    container = target.container_name(loaded.spec)
+    exec_id = docker_client.exec_create(container, ["hello"])["Id"]
+    assert docker_client.exec_start(exec_id).decode().strip() == "Hello, world!", "the atp packages are installed"

@@ -67,7 +67,9 @@ def test_a_broken_yaml_is_an_import_error_naming_it_and_breaks_no_other_project(
     assert job_dag_id(project.ref, "ok") in bag.dag_ids
     assert redeploy_dag_id(broken.ref) not in bag.dag_ids
     errors = "\n".join(bag.import_errors.values())
-    assert f"{broken.spec_file}: schedule.redeploy: '61 * * * *' is not a valid cron expression" in errors
+    shown = f"common/{broken.user_id}/{broken.project_id}/deployment.yaml"
+    assert f"{shown}: schedule.redeploy: '61 * * * *' is not a valid cron expression" in errors
+    assert str(broken.spec_file) not in errors, "messages name paths relative to the shared root"
 
 
 def test_a_scheduled_job_runs_to_completion_with_its_exit_code(project, serialized_dags):

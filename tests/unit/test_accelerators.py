@@ -226,3 +226,12 @@ def test_each_target_refuses_an_npu_naming_itself(offline_connections, target):
 
 def test_compute_session_renders_the_atom_slot(offline_connections):
     assert '"atom-max.device": "1"' in _described("compute-session", ATOM_SPEC)
+
+
+@pytest.mark.parametrize("target", sorted(EXPECTED))
+def test_tangos_cuda_maps_on_every_target_as_an_nvidia_gpu(target):
+    """``accelerator: cuda`` (TANGO's code generator) is read into the same request as ``gpu:nvidia``."""
+    accelerator = parse_spec_text(SPEC.format(accelerator="cuda", resources="{}")).build.accelerator
+    cuda = request_of(**accelerator.model_dump())
+    assert cuda == request("gpu:nvidia")
+    assert TARGET_MAPPINGS[target](cuda) == EXPECTED[target]["gpu:nvidia"]

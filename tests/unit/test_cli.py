@@ -108,3 +108,30 @@ def test_job_create_writes_a_scheduled_job_for_an_existing_image(tmp_path, monke
 
     assert main(["job", "create", "--target", "kubernetes", *args[2:]]) == 0
     assert yaml.safe_load(spec_file.read_text())["schedule"]["jobs"][0]["target"] == "kubernetes"
+
+
+def test_validate_reads_tangos_legacy_forms_and_warns_about_atp(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CLOUD_DEPLOY_SHARED_ROOT", str(tmp_path))
+    folder = tmp_path / "common" / "u1" / "p"
+    shutil.copytree(REPO / "samples" / "hello", folder)
+    spec = folder / "deployment.yaml"
+    libs = "    libs: [python==3.11]\n"
+    text = spec.read_text().replace("architecture: x86", "architecture: linux/amd64")
+    spec.write_text(text.replace(libs, libs + "    custom_packages: {atp: [vim, hello]}\n"))
+    assert main(["validate", str(folder)]) == 0
+    captured = capsys.readouterr()
+    assert "ok: " in captured.out
+    assert captured.err == (
+        "warning: common/u1/p/deployment.yaml: build.components.custom_packages.atp: read as 'apt' "
+        "(TANGO's code generator misspells the key); rename it to 'apt'\n"
+    )
+
+
+def test_validate_names_a_yaml_in_the_shared_root_relative_to_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CLOUD_DEPLOY_SHARED_ROOT", str(tmp_path))
+    folder = tmp_path / "common" / "u1" / "p"
+    folder.mkdir(parents=True)
+    (folder / "deployment.yaml").write_text("build: [\n")
+    assert main(["validate", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: common/u1/p/deployment.yaml: line ") and str(tmp_path) not in err, err

@@ -166,7 +166,8 @@ class CloudDeployStageOperator(BaseOperator):
 
 
 def _validated(loaded: Any) -> dict[str, Any]:
-    return {"spec": loaded.spec.to_dict(), "folder": str(loaded.folder), "type": loaded.spec.deploy.type}
+    return {"spec": loaded.spec.to_dict(), "folder": str(loaded.folder), "type": loaded.spec.deploy.type,
+            "warnings": list(loaded.warnings)}
 
 
 class CloudDeployValidateOperator(CloudDeployStageOperator):
@@ -176,7 +177,7 @@ class CloudDeployValidateOperator(CloudDeployStageOperator):
         from cloud_deploy_provider.pipeline import validate
 
         with self.stage("validate"):
-            return _validated(validate(self.project, self.log.info))
+            return _validated(validate(self.project, self.log.info, self.log.warning))
 
 
 class CloudDeployBuildOperator(CloudDeployStageOperator):
@@ -195,7 +196,7 @@ class CloudDeployBuildOperator(CloudDeployStageOperator):
         from cloud_deploy_provider.settings import BuildSettings
 
         with self.stage("validate"):
-            loaded = validate(self.project, self.log.info)
+            loaded = validate(self.project, self.log.info, self.log.warning)
             registry = self.registry(loaded.spec)
         with self.stage("build"):
             client = self.docker_client()
@@ -294,13 +295,13 @@ class CloudUndeployOperator(CloudDeployStageOperator):
     def run_stage(self, context: Any) -> dict[str, Any]:
         from cloud_deploy_provider.pipeline import make_target
         from cloud_deploy_provider.spec import DeploymentSpec, load_spec
-        from cloud_deploy_provider.workspace import spec_path
+        from cloud_deploy_provider.workspace import SPEC_FILE_NAME, shown_path, spec_path
 
         last_deployed = self.spec or context["params"].get("spec")
         if last_deployed:
             spec = DeploymentSpec.model_validate(last_deployed)
         else:
-            spec = load_spec(spec_path(self.project))
+            spec = load_spec(spec_path(self.project), source=shown_path(self.project, SPEC_FILE_NAME))
         target = make_target(self.project, spec.deploy.type, self.log.info)
         removed = target.stop(spec)
         self.log.info("removed %d resource(s): %s", len(removed), ", ".join(removed) or "none (already gone)")

@@ -1,4 +1,11 @@
-"""The ``docker`` target: one container on a Docker engine, published on a host port."""
+"""The ``docker`` target: one container on a Docker engine, published on a host port.
+
+The port is published on the engine settings' ``publish_ip`` (``CLOUD_DEPLOY_PUBLISH_IP``); the
+service URL names ``deploy.network.service_host_ip`` when the spec gives one. TANGO fills that
+with the address its users reach the host by, which need not be an address of this host
+(``1.2.3.4`` in its samples), so it is advertised, never bound, and readiness is probed on the
+bound address.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ class DockerTargetError(Refusal):
 
 class DockerTarget(EngineUser):
     type: ClassVar[str] = "docker"
+    advertises_service_host_ip: ClassVar[bool] = True
 
     def container_name(self, spec: DeploymentSpec) -> str:
         return self.project.resource_name(spec.deploy.service_name)
@@ -142,13 +150,19 @@ class DockerTarget(EngineUser):
             return None
 
     def url(self, spec: DeploymentSpec) -> str | None:
+        """The advertised URL: ``service_host_ip`` when given, else the bound address."""
         network = spec.deploy.network
         if not network or not network.service_host_port:
             return None
+        return _http_url(network.service_host_ip or self.bound_host(), network.service_host_port)
+
+    def bound_host(self) -> str:
+        """An address the published port answers on from this host (the wildcard binds answer on loopback)."""
         host = self.settings.publish_ip
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        return f"http://{host}:{network.service_host_port}"
+        return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+    def probe_url(self, spec: DeploymentSpec) -> str:
+        return _http_url(self.bound_host(), spec.deploy.network.service_host_port)
 
     def status(self, spec: DeploymentSpec) -> TargetStatus:
         name = self.container_name(spec)
@@ -167,15 +181,17 @@ class DockerTarget(EngineUser):
         url = self.url(spec)
         if url is None:
             return TargetStatus("running", message=f"container {name} is running (no port published)", details=details)
-        ready, why = self.probe(spec, url)
+        probed = self.probe_url(spec)
+        ready, why = self.probe(spec, probed)
         if not ready:
             return TargetStatus("starting", url, f"container {name} is running but not ready: {why}", details)
-        return TargetStatus("running", url, f"container {name} is running and answers at {url}", details)
+        advertised = f" (advertised as {url})" if url != probed else ""
+        return TargetStatus("running", url, f"container {name} is running and answers at {probed}{advertised}", details)
 
     def probe(self, spec: DeploymentSpec, url: str) -> tuple[bool, str]:
         readiness = spec.deploy.readiness
         if readiness.check == "tcp":
-            return _tcp_ready(self.settings.publish_ip, spec.deploy.network.service_host_port)
+            return _tcp_ready(self.bound_host(), spec.deploy.network.service_host_port)
         try:
             response = probe_client().get(url + readiness.path, timeout=PROBE_TIMEOUT_SECONDS)
         except httpx.HTTPError as error:
@@ -202,6 +218,10 @@ class DockerTarget(EngineUser):
             removed.append(container["Names"][0].lstrip("/"))
             self.log(f"removed container {removed[-1]}")
         return removed
+
+
+def _http_url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _tcp_ready(host: str, port: int) -> tuple[bool, str]:
