@@ -111,8 +111,10 @@ def gateway(args: argparse.Namespace) -> int:
     os.environ.setdefault("_AIRFLOW_PROCESS_CONTEXT", "server")
     import uvicorn
 
+    # Each worker is a process with its own deployment index; one of them prints the progress lines.
+    os.environ["CLOUD_DEPLOY_GATEWAY_PORT"] = str(args.port)
     uvicorn.run("cloud_deploy_provider.api.app:create_gateway_app", factory=True, host=args.host, port=args.port,
-                log_level=args.log_level)
+                log_level=args.log_level, workers=args.workers, access_log=args.access_log)
     return 0
 
 
@@ -148,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8890)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--workers", type=int, default=int(os.environ.get("CLOUD_DEPLOY_GATEWAY_WORKERS", "1")),
+                       help="worker processes (default $CLOUD_DEPLOY_GATEWAY_WORKERS or 1)")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log every request (off by default: TANGO polls often, and stdout carries progress)")
     serve.set_defaults(function=gateway)
     args = parser.parse_args(argv)
     try:

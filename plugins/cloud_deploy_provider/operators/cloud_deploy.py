@@ -19,6 +19,9 @@ from airflow.sdk import BaseHook, BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 MAX_ERROR_CHARS = 4000
+# How long a stop waits for a deploy task it cancelled to exit: Airflow kills it within a heartbeat and a 5 s
+# SIGTERM grace; a deploy still running normally (a stop triggered from the UI) gets this long to finish.
+DEPLOY_EXIT_WAIT_SECONDS = 30
 
 
 def retry_arguments() -> dict[str, Any]:
@@ -32,6 +35,10 @@ def retry_arguments() -> dict[str, Any]:
         "retry_exponential_backoff": 2.0,
         "max_retry_delay": timedelta(seconds=settings.max_retry_delay_seconds),
     }
+
+
+class TaskKilled(BaseException):
+    """Airflow is killing the task (its run was stopped): not a failure to record or retry."""
 
 
 class CloudDeployStageOperator(BaseOperator):
@@ -52,8 +59,30 @@ class CloudDeployStageOperator(BaseOperator):
         self.current_stage = self.task_id
         self.stage_seconds: dict[str, float] = {}
 
+    # Whether the task holds the project's machine lock while it runs: a stop that cancelled it waits for it.
+    holds_project_lock = False
+    _executing = False
+
     def execute(self, context: Any) -> Any:
-        return self.recording_failures(context, self.run_stage, context)
+        from cloud_deploy_provider.locks import file_lock, project_lock_path
+
+        self._executing = True
+        try:
+            if not self.holds_project_lock:
+                return self.recording_failures(context, self.run_stage, context)
+            with file_lock(project_lock_path(self.project.key)):
+                return self.recording_failures(context, self.run_stage, context)
+        finally:
+            self._executing = False
+
+    def on_kill(self) -> None:
+        """Airflow calls this from its SIGTERM handler when the run was stopped (or failed) under the task.
+
+        Raising here ends the stage at once through its clean-up (a build container, the project's
+        lock), instead of running on until the SIGKILL that follows 5 s later skips all clean-up.
+        """
+        if self._executing:
+            raise TaskKilled(f"{self.current_stage}: the run was stopped")
 
     def recording_failures(self, context: Any, function: Any, *args: Any, **kwargs: Any) -> Any:
         from cloud_deploy_provider.errors import is_transient
@@ -191,7 +220,9 @@ class CloudDeployBuildOperator(CloudDeployStageOperator):
     def run_stage(self, context: Any) -> dict[str, Any]:
         return self.validated_built_pushed()
 
-    def validated_built_pushed(self) -> dict[str, Any]:
+    def validated_built_pushed(self, context: Any = None) -> dict[str, Any]:
+        """Validate, build, push; with ``context``, each stage after validate is announced in the ``progress`` XCom
+        (the status's stage, and the gateway's progress line)."""
         from cloud_deploy_provider.pipeline import build, push, validate
         from cloud_deploy_provider.settings import BuildSettings
 
@@ -199,9 +230,13 @@ class CloudDeployBuildOperator(CloudDeployStageOperator):
             loaded = validate(self.project, self.log.info, self.log.warning)
             registry = self.registry(loaded.spec)
         with self.stage("build"):
+            if context is not None:
+                context["ti"].xcom_push(key="progress", value={"stage": "build"})
             client = self.docker_client()
             built = build(loaded, client, BuildSettings.from_env(), registry, self.log.info)
         with self.stage("push"):
+            if context is not None:
+                context["ti"].xcom_push(key="progress", value={"stage": "push"})
             pushed = push(built, client, registry, loaded.spec.deploy.type, self.log.info)
         return {**_validated(loaded), "image": pushed.to_dict()}
 
@@ -222,6 +257,8 @@ class CloudDeployOperator(CloudDeployBuildOperator):
     :param deferrable: wait in the triggerer rather than in a worker slot (default True)
     """
 
+    holds_project_lock = True
+
     def __init__(self, *, deferrable: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
         self.deferrable = deferrable
@@ -231,7 +268,7 @@ class CloudDeployOperator(CloudDeployBuildOperator):
 
         from cloud_deploy_provider.pipeline import image_ref, make_target, ready_timeout
 
-        result = self.validated_built_pushed()
+        result = self.validated_built_pushed(context)
         spec = self.loaded(result).spec
         target = make_target(self.project, spec.deploy.type, self.log.info)
         with self.stage("deploy"):
@@ -303,9 +340,21 @@ class CloudUndeployOperator(CloudDeployStageOperator):
         else:
             spec = load_spec(spec_path(self.project), source=shown_path(self.project, SPEC_FILE_NAME))
         target = make_target(self.project, spec.deploy.type, self.log.info)
+        self.wait_for_the_deploy_task()
         removed = target.stop(spec)
         self.log.info("removed %d resource(s): %s", len(removed), ", ".join(removed) or "none (already gone)")
         return {"type": spec.deploy.type, "removed": removed}
+
+
+    def wait_for_the_deploy_task(self) -> None:
+        """A deploy task this stop cancelled may still be exiting, mid-way through creating something: wait
+        (bounded) until its process has released the project's lock, so that what it made is removed too."""
+        from cloud_deploy_provider.locks import file_lock, project_lock_path
+
+        with file_lock(project_lock_path(self.project.key), timeout=DEPLOY_EXIT_WAIT_SECONDS) as held:
+            if not held:
+                self.log.warning("a deploy task of this project still runs after %d s; stopping anyway",
+                                 DEPLOY_EXIT_WAIT_SECONDS)
 
 
 class CloudJobOperator(CloudDeployStageOperator):
