@@ -28,10 +28,19 @@ sys.path.insert(0, str(REPO / "plugins"))
 PIP_PACKAGES = ["six==1.16.0", "idna==3.10", "packaging==24.2"]  # a few small PyPI packages
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now and never handed out before in this run (the kernel may offer a released one again
+    before the project it went to has published it)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_http(url: str, timeout: float = 120) -> None:

@@ -241,15 +241,5 @@ def stop(project: ProjectRef, user_name: str | None = None) -> Status:
         return Status.STOPPING
 
 
-def wait_stopped(project: ProjectRef, timeout: float, interval: float = 0.25) -> DeploymentStatus | None:
-    """Poll until the project's stop has finished (for callers that want to wait, such as tests and scripts)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = current_status(project, live=False)
-        if status is None or status.status != Status.STOPPING or time.monotonic() >= deadline:
-            return status
-        time.sleep(interval)
-
-
 def _conf(project: ProjectRef) -> dict[str, Any]:
     return {"user_id": project.user_id, "project_id": project.project_id}

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -88,10 +87,6 @@ def snapshots(session: Any, ids: list[int], batch: int = 400) -> list[RunSnapsho
             xcoms.setdefault(row.dag_run_id, {})[(row.task_id, row.key)] = _xcom_value(row.value)
         result += [_snapshot_of(run, tasks.get((run.dag_id, run.run_id), []), xcoms.get(run.id, {})) for run in dag_runs]
     return result
-
-
-def _snapshot(session: Any, run: Any) -> RunSnapshot:
-    return snapshots(session, [run.id])[0]
 
 
 def _snapshot_of(run: Any, rows: list[Any], xcoms: dict[tuple[str, str], Any]) -> RunSnapshot:
@@ -190,23 +185,3 @@ def cancel(dag_id: str, run_id: str) -> None:
         run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).one()
         dag = DBDagBag().get_dag_for_run(run, session=session)
         set_dag_run_state_to_failed(dag=dag, run_id=run_id, commit=True, session=session)
-
-
-def run_snapshot(dag_id: str, run_id: str) -> RunSnapshot | None:
-    from airflow.models import DagRun
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)).first()
-        return _snapshot(session, run) if run is not None else None
-
-
-def wait_finished(dag_id: str, run_id: str, timeout: float, interval: float = 0.5) -> RunSnapshot | None:
-    """Poll one run until it succeeds or fails; returns the last snapshot (unfinished on timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        snapshot = run_snapshot(dag_id, run_id)
-        if (snapshot is not None and snapshot.finished) or time.monotonic() >= deadline:
-            return snapshot
-        time.sleep(interval)
