@@ -106,8 +106,8 @@ def deploy_all(stack: Stack, projects: list[Project], batch: int = 20) -> None:
             list(pool.map(lambda project: stack.wait_running(project, timeout=900, poll=0.5), chunk))
 
 
-def stop_all(stack: Stack, projects: list[Project]) -> list[float]:
-    """``/stop`` of every project at once: each answer's seconds; then wait until each is stopped."""
+def stop_all(stack: Stack, projects: list[Project], at_once: int = 20) -> list[float]:
+    """``/stop`` of ``at_once`` projects at a time: each answer's seconds; then wait until each is stopped."""
     def timed(project: Project) -> float:
         started = time.perf_counter()
         answer = stack.client.get("/stop", params=project.params, timeout=30)
@@ -116,7 +116,7 @@ def stop_all(stack: Stack, projects: list[Project]) -> list[float]:
             raise RuntimeError(f"/stop {project.params}: {answer.status_code} {answer.text}")
         return seconds
 
-    with ThreadPoolExecutor(max_workers=len(projects)) as pool:
+    with ThreadPoolExecutor(max_workers=min(at_once, len(projects))) as pool:
         seconds = list(pool.map(timed, projects))
         list(pool.map(lambda project: stack.stop(project), projects))  # already stopping: waits until stopped
     return seconds
