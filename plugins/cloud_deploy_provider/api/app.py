@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import hmac
 import os
-import sys
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -124,9 +123,6 @@ async def _gateway_lifespan(app: FastAPI):
     # Airflow's modules leave a large heap: each full collection walked it (~0.1-0.2 s, every few seconds under
     # TANGO's polling), the gateway's worst latency. What exists after start-up is kept out of collections.
     gc.freeze()
-    # The index and the live checks run Python in threads; the event loop gets the GIL back from them
-    # after 1 ms instead of 5 ms, which was the worst latency's other part.
-    sys.setswitchinterval(0.001)
     port = os.environ.get("CLOUD_DEPLOY_GATEWAY_PORT", "8890")
     with file_lock(LOCK_ROOT / "cloud-deploy-gateway" / f"progress-{port}.lock", timeout=0) as printing:
         if printing:  # one worker process of the gateway prints, not each of them
