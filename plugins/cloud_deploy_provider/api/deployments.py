@@ -11,12 +11,7 @@ from typing import Any
 from cloud_deploy_provider.api import runs
 from cloud_deploy_provider.api.index import deployment_index
 from cloud_deploy_provider.identity import ProjectRef
-from cloud_deploy_provider.status import (
-    ACTIVE_STATUSES,
-    DeploymentStatus,
-    RunSnapshot,
-    Status,
-)
+from cloud_deploy_provider.status import ACTIVE_STATUSES, DeploymentStatus, RunSnapshot, Status
 
 LIVE_CHECK_TTL_SECONDS = 5.0
 
