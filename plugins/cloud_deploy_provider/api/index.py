@@ -35,7 +35,6 @@ REFRESH_SECONDS = 0.25
 # Rows are stamped by the writer before its commit: re-reading this much of the past catches a
 # transaction that committed after a refresh that started later than its stamp.
 UPDATE_OVERLAP = timedelta(seconds=5)
-_BATCH = 400  # ids per IN (...) clause, well inside SQLite's variable limit
 _DAGS = (runs.DEPLOY_DAG, runs.UNDEPLOY_DAG)
 
 
@@ -65,7 +64,6 @@ class DeploymentIndex:
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
         self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
         self._last_failure: str | None = None
 
     # -- reading -----------------------------------------------------------------------------------
@@ -110,7 +108,6 @@ class DeploymentIndex:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
-            self._stopping.clear()
             self._thread = threading.Thread(target=self._run, name="cloud-deploy-index", daemon=True)
         try:
             self.refresh()
@@ -118,13 +115,9 @@ class DeploymentIndex:
             log.warning("the deployment index cannot read the metadata database yet (%s); retrying", error)
         self._thread.start()
 
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
     def _run(self) -> None:
-        while not self._stopping.wait(self.refresh_seconds):
+        while True:
+            time.sleep(self.refresh_seconds)
             try:
                 self.refresh()
             except Exception as error:  # the database being away for a moment must not end the refreshes
