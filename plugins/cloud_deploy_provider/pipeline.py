@@ -20,11 +20,11 @@ from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.registry import Registry, RegistryClient, repository_for, split_reference
 from cloud_deploy_provider.settings import BuildSettings
 from cloud_deploy_provider.spec import DeploymentSpec, check_project_files, load_spec
-from cloud_deploy_provider.targets import ImageRef, Target, TargetStatus, target_class
+from cloud_deploy_provider.targets import ImageRef, TargetStatus, target_class
+from cloud_deploy_provider.targets.base import Target
 from cloud_deploy_provider.workspace import SPEC_FILE_NAME, project_dir, shown_path, spec_path
 
 Log = Callable[[str], None]
-LOCAL_TARGETS = {"docker"}
 
 
 class DeploymentFailed(RuntimeError):
@@ -93,7 +93,7 @@ def build(
         digest = _registry_digest(registry, repository, tag)
         if digest:
             log(f"{reference} is already in the registry ({digest}): build and push skipped")
-            if spec.deploy.type in LOCAL_TARGETS:
+            if target_class(spec.deploy.type).runs_local_images:
                 pull_image(client, repository, tag, registry.auth_config(), log)
             return BuiltImage(image_id=image_id(client, reference), skipped="registry", digest=digest, **common)
     log(f"building {reference} FROM {plan.base.image}")
@@ -115,12 +115,12 @@ def _registry_digest(registry: Registry, repository: str, tag: str) -> str | Non
 def push(built: BuiltImage, client: Any, registry: Registry | None, deploy_type: str, log: Log) -> BuiltImage:
     """Push to the registry and confirm by a manifest HEAD; the docker target needs no registry."""
     if registry is None:
-        if deploy_type not in LOCAL_TARGETS:
+        if not target_class(deploy_type).runs_local_images:
             raise DeploymentFailed(
                 f"deploy.type {deploy_type} runs images from a registry: set CLOUD_DEPLOY_REGISTRY_CONN_ID "
                 "to a docker-type connection"
             )
-        log("no registry configured: the docker target runs the image from the local engine")
+        log(f"no registry configured: the {deploy_type} target runs the image from the local engine")
         return built
     if built.skipped == "registry":
         return built
@@ -157,9 +157,9 @@ def validate(project: ProjectRef, log: Log, warn: Log | None = None) -> LoadedPr
     note = service_host_ip_note(target, spec)
     if note:
         log(note)
-    if hasattr(target, "preflight"):
-        target.preflight(spec)
-        log("the target accepts the spec (network, roles and sizes checked)")
+    checked = target.preflight(spec)
+    if checked:
+        log(f"the target accepts the spec ({checked} checked)")
     return loaded
 
 
@@ -173,16 +173,10 @@ def service_host_ip_note(target: Target, spec: DeploymentSpec) -> str | None:
     network = spec.deploy.network
     if network is None or network.service_host_ip is None:
         return None
-    if getattr(target, "advertises_service_host_ip", False):
+    if target.advertises_service_host_ip:
         return f"deploy.network.service_host_ip {network.service_host_ip}: advertised in the service URL"
     return (f"deploy.network.service_host_ip {network.service_host_ip}: not used by {spec.deploy.type}, "
             "whose service URL is the address the target gives it")
-
-
-def ready_timeout(target: Target, spec: DeploymentSpec) -> float:
-    """``deploy.readiness.timeout_seconds``, unless the target knows better (a batch job runs until its own timeout)."""
-    own = getattr(target, "ready_timeout_seconds", None)
-    return own(spec) if own else spec.deploy.readiness.timeout_seconds
 
 
 def readiness_outcome(status: TargetStatus) -> str | None:
@@ -216,9 +210,9 @@ def poll_delays(interval: float):
 
 
 def wait_ready(target: Target, spec: DeploymentSpec, log: Log) -> TargetStatus:
-    """Poll the target, in this process, until it reports ready (or completed), fails, or :func:`ready_timeout`
+    """Poll the target, in this process, until it reports ready (or completed), fails, or its ready timeout
     passes. (The deploy operator polls briefly, then hands the wait to the triggerer.)"""
-    timeout = ready_timeout(target, spec)
+    timeout = target.ready_timeout_seconds(spec)
     outcome, status = poll(target, spec, log, readiness_outcome, time.time() + timeout)
     if outcome == "failed":
         raise DeploymentFailed(status.message)

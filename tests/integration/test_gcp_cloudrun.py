@@ -252,7 +252,7 @@ def test_each_kind_of_google_credentials_reaches_the_api_and_gets_a_registry_tok
     gcp.stand_in.clear_requests()
 
     session = GcpSession()
-    live = CloudRunTarget(ProjectRef("alice", "creds"), session=session).status(
+    live = CloudRunTarget(ProjectRef("alice", "creds"), client=session).status(
         load_spec(REPO / "samples" / "gcp-cloudrun" / "deployment.yaml")
     )
     assert live.state == "absent", live

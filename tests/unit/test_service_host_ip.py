@@ -50,7 +50,7 @@ def test_the_validate_note_says_what_service_host_ip_does_per_target():
     assert service_host_ip_note(docker(), given) == (
         "deploy.network.service_host_ip 1.2.3.4: advertised in the service URL")
     cloud = spec("gcp-cloudrun", service_host_ip="1.2.3.4", service_host_port=8890)
-    assert service_host_ip_note(object(), cloud) == (
+    assert service_host_ip_note(target_class("gcp-cloudrun")(PROJECT), cloud) == (
         "deploy.network.service_host_ip 1.2.3.4: not used by gcp-cloudrun, whose service URL is the address "
         "the target gives it")
     assert service_host_ip_note(docker(), spec(service_host_port=8890)) is None

@@ -180,9 +180,9 @@ class CloudDeployStageOperator(BaseOperator):
         from cloud_deploy_provider.settings import EngineSettings
         from cloud_deploy_provider.targets import target_class
 
-        image_registry = getattr(target_class(spec.deploy.type), "image_registry", None)
-        if image_registry is not None:
-            return image_registry(self.project, spec, self.log.info)
+        own = target_class(spec.deploy.type).image_registry(self.project, spec, self.log.info)
+        if own is not None:
+            return own
         conn_id = EngineSettings.from_env().registry_conn_id
         if not conn_id:
             return None
@@ -266,7 +266,7 @@ class CloudDeployOperator(CloudDeployBuildOperator):
     def run_stage(self, context: Any) -> dict[str, Any]:
         import time
 
-        from cloud_deploy_provider.pipeline import image_ref, make_target, ready_timeout
+        from cloud_deploy_provider.pipeline import image_ref, make_target
 
         result = self.validated_built_pushed(context)
         spec = self.loaded(result).spec
@@ -275,7 +275,7 @@ class CloudDeployOperator(CloudDeployBuildOperator):
             context["ti"].xcom_push(key="progress", value={"stage": "deploy"})  # TANGO: building -> preparing
             result.update(target.deploy(spec, image_ref(result["image"])).to_dict())
         with self.stage("wait_ready"):
-            timeout, waiting_since = ready_timeout(target, spec), time.time()
+            timeout, waiting_since = target.ready_timeout_seconds(spec), time.time()
 
             def deferring() -> None:
                 waiting = {"result": result, "stages": dict(self.stage_seconds), "since": waiting_since,
@@ -504,7 +504,7 @@ class CloudJobOperator(CloudDeployStageOperator):
         import time
 
         from cloud_deploy_provider.jobs import batch_job_spec
-        from cloud_deploy_provider.pipeline import image_ref, ready_timeout
+        from cloud_deploy_provider.pipeline import image_ref
         from cloud_deploy_provider.targets import ImageRef
         from cloud_deploy_provider.targets.aws_batch import BatchTarget
 
@@ -512,7 +512,7 @@ class CloudJobOperator(CloudDeployStageOperator):
         target = BatchTarget(self.project, log=self.log.info)
         with self.cleaned_up_unless_deferred(lambda: _remove_batch_job(target, job_spec)):
             target.deploy(job_spec, ImageRef(job.image) if job.image else image_ref(self.image))
-            outcome, status = self.wait_or_defer(target, job_spec, time.time() + ready_timeout(target, job_spec),
+            outcome, status = self.wait_or_defer(target, job_spec, time.time() + target.ready_timeout_seconds(job_spec),
                                                  "batch_job_ended")
         return self._batch_reported(context, job, outcome, status.to_dict())
 

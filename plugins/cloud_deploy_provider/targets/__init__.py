@@ -1,29 +1,51 @@
-"""Deploy targets: one module per ``deploy.type``, all behind the small :class:`Target` protocol.
+"""Deploy targets: one module per ``deploy.type``, each a :class:`~cloud_deploy_provider.targets.base.Target`.
 
-Adding a target is one module, one line in ``TARGETS`` and its tests; the DAGs, the REST API and
-the status code never branch on the target type.
+Adding a target is one module and one line in ``REGISTERED`` (with its tests and sample). The
+spec's known types, the accelerator table and the samples are read from that line; everything
+else asks the target's declared capabilities, so nothing outside this package names a type.
+This module imports nothing heavy: the spec reads ``TARGET_TYPES`` from it.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
-from cloud_deploy_provider.identity import ProjectRef
-from cloud_deploy_provider.spec import DeploymentSpec
+if TYPE_CHECKING:
+    from cloud_deploy_provider.targets.base import Target
 
-TARGETS: dict[str, str] = {
-    "docker": "cloud_deploy_provider.targets.docker:DockerTarget",
-    "aws-ecs": "cloud_deploy_provider.targets.aws_ecs:EcsTarget",
-    "aws-sagemaker": "cloud_deploy_provider.targets.aws_sagemaker:SageMakerTarget",
-    "aws-batch": "cloud_deploy_provider.targets.aws_batch:BatchTarget",
-    "gcp-cloudrun": "cloud_deploy_provider.targets.gcp_cloudrun:CloudRunTarget",
-    "ktc": "cloud_deploy_provider.targets.ktc:KtcTarget",
-    "compute-session": "cloud_deploy_provider.targets.compute_session:ComputeSessionTarget",
-    "kubernetes": "cloud_deploy_provider.targets.kubernetes:KubernetesTarget",
-}
+
+@dataclass(frozen=True)
+class Registered:
+    """One target on this installation: what the rest of the package may know of it without importing it.
+
+    ``section`` is the ``deploy`` field that belongs to this target alone (None: it has none);
+    ``accelerators`` names its function in :mod:`cloud_deploy_provider.accelerators` that turns an
+    accelerator request into its resource names (None: its mapping needs more than the request);
+    ``sample`` is its folder under ``samples/``.
+    """
+
+    type: str
+    implementation: str
+    section: str | None
+    accelerators: str | None
+    sample: str
+
+
+REGISTERED = (
+    Registered("docker", "docker:DockerTarget", None, "docker_devices", "hello"),
+    Registered("gcp-cloudrun", "gcp_cloudrun:CloudRunTarget", "cloudrun", "cloud_run_gpu", "gcp-cloudrun"),
+    Registered("aws-ecs", "aws_ecs:EcsTarget", "ecs", "ecs_resources", "aws-ecs"),
+    Registered("aws-sagemaker", "aws_sagemaker:SageMakerTarget", "sagemaker", None, "aws-sagemaker"),
+    Registered("aws-batch", "aws_batch:BatchTarget", "batch", "batch_resources", "aws-batch"),
+    Registered("compute-session", "compute_session:ComputeSessionTarget", "model_service", "backendai_slots",
+               "compute-session-gpu"),
+    Registered("kubernetes", "kubernetes:KubernetesTarget", "k8s", "kubernetes_resources", "k8s-inference"),
+    Registered("ktc", "ktc:KtcTarget", "address", "ktc_gpus", "ktc"),
+)
+TARGETS: dict[str, Registered] = {registered.type: registered for registered in REGISTERED}
+TARGET_TYPES = tuple(TARGETS)
 
 TargetState = Literal["running", "starting", "exited", "failed", "completed", "absent", "unknown"]
 
@@ -66,33 +88,14 @@ class TargetStatus:
         return asdict(self)
 
 
-class Target(Protocol):
-    type: ClassVar[str]
-
-    def __init__(self, project: ProjectRef, log: Callable[[str], None] = ...) -> None: ...
-
-    def deploy(self, spec: DeploymentSpec, image: ImageRef) -> DeployResult:
-        """Create or update; running it twice with the same inputs changes nothing."""
-
-    def status(self, spec: DeploymentSpec) -> TargetStatus:
-        """What the target itself reports, readiness included."""
-
-    def stop(self, spec: DeploymentSpec | None) -> list[str]:
-        """Delete everything this project created there; returns what was removed. Idempotent."""
-
-    @classmethod
-    def describe(cls, project: ProjectRef, spec: DeploymentSpec, settings: Any) -> dict[str, Any]:
-        """The resources a deploy would create, as plain data, without touching the target."""
-
-
 class UnknownTarget(ValueError):
     pass
 
 
 def target_class(deploy_type: str) -> type[Target]:
     try:
-        module_name, _, class_name = TARGETS[deploy_type].partition(":")
+        module_name, _, class_name = TARGETS[deploy_type].implementation.partition(":")
     except KeyError:
         available = ", ".join(sorted(TARGETS))
         raise UnknownTarget(f"deploy.type {deploy_type!r} has no target on this installation (available: {available})") from None
-    return getattr(importlib.import_module(module_name), class_name)
+    return getattr(importlib.import_module(f"{__name__}.{module_name}"), class_name)

@@ -1,9 +1,9 @@
-"""What the ``aws-*`` targets share: the session, ECR as their registry, names, tags, pre-flight checks."""
+"""What the ``aws-*`` targets share: the session as their client, ECR as their registry, names, tags, pre-flight checks."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any
 
 from cloud_deploy_provider.ecr import CREATED_BY, delete_repository, ecr_registry
 from cloud_deploy_provider.errors import Refusal
@@ -11,25 +11,23 @@ from cloud_deploy_provider.hooks.aws import AwsSession
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.registry import Registry, repository_path
 from cloud_deploy_provider.spec import DeploymentSpec
+from cloud_deploy_provider.targets.base import Target
 
 
 class AwsTargetError(Refusal):
     pass
 
 
-class AwsTarget:
-    type: ClassVar[str]
+class AwsTarget(Target):
+    """The client is an :class:`AwsSession` (one boto3 client per service); resources are found through the
+    spec (cluster, queue, endpoint names), so a stop without it is refused."""
 
-    def __init__(self, project: ProjectRef, log: Callable[[str], None] = print, session: AwsSession | None = None):
-        self.project = project
-        self.log = log
-        self._session = session
+    def connect(self) -> AwsSession:
+        return AwsSession()
 
-    @property
-    def session(self) -> AwsSession:
-        if self._session is None:
-            self._session = AwsSession()
-        return self._session
+    def aws(self, service: str) -> Any:
+        """The boto3 client for ``service``."""
+        return self.client.client(service)
 
     @classmethod
     def image_registry(cls, project: ProjectRef, spec: DeploymentSpec, log: Callable[[str], None]) -> Registry:
@@ -51,11 +49,11 @@ class AwsTarget:
         return labels
 
     def delete_repository(self, spec: DeploymentSpec) -> list[str]:
-        return delete_repository(self.session, repository_path(spec.build.image_uri, self.project), self.project)
+        return delete_repository(self.client, repository_path(spec.build.image_uri, self.project), self.project)
 
     def check_role(self, arn: str, what: str) -> None:
         """Fail before creating anything when a role the deployment needs does not exist."""
-        iam = self.session.client("iam")
+        iam = self.aws("iam")
         try:
             iam.get_role(RoleName=arn.rsplit("/", 1)[-1])
         except iam.exceptions.NoSuchEntityException as error:
@@ -63,7 +61,7 @@ class AwsTarget:
 
     def check_network(self, subnets: list[str], security_groups: list[str]) -> None:
         """Fail before creating anything when a subnet or security group does not exist (AWS's message)."""
-        ec2 = self.session.client("ec2")
+        ec2 = self.aws("ec2")
         if subnets:
             ec2.describe_subnets(SubnetIds=subnets)
         if security_groups:

@@ -10,10 +10,7 @@ by that name on the queue and act only on jobs and job definitions carrying its 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import time
 from typing import Any, ClassVar
 
 from botocore.exceptions import ClientError
@@ -23,8 +20,8 @@ from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
 from cloud_deploy_provider.targets._aws import AwsTarget, AwsTargetError
+from cloud_deploy_provider.targets.base import CONFIG_LABEL
 
-LABEL_CONFIG = "io.cloud-deploy.config"
 LABEL_JOB_ID = "io.cloud-deploy.job-id"
 DEFAULT_VCPUS = 1
 DEFAULT_MEMORY_MB = 2048
@@ -41,12 +38,13 @@ ACTIVE_STATES = ("SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING")
 
 class BatchTarget(AwsTarget):
     type: ClassVar[str] = "aws-batch"
+    stop_needs: ClassVar[str] = "the job queue and job name"
 
     # ------------------------------------------------------------------ what it would create
 
     def configured_queue(self, spec: DeploymentSpec) -> str | None:
         batch = spec.deploy.batch
-        return (batch.job_queue if batch else None) or self.session.defaults.batch_job_queue
+        return (batch.job_queue if batch else None) or self.client.defaults.batch_job_queue
 
     def job_queue(self, spec: DeploymentSpec) -> str:
         queue = self.configured_queue(spec)
@@ -139,7 +137,7 @@ class BatchTarget(AwsTarget):
             resources = self.resources(request["jobQueue"], job.get("jobDefinition", ""), job)
             return DeployResult(self.type, resources, changed=False)
         request["jobDefinition"] = self.ensure_job_definition(spec, definition)
-        batch = self.session.client("batch")
+        batch = self.aws("batch")
         job = batch.submit_job(**request)
         self.log(f"submitted job {job['jobName']} ({job['jobId']}) to queue {request['jobQueue']}")
         self.tag_job_id(job)
@@ -148,7 +146,7 @@ class BatchTarget(AwsTarget):
     def tag_job_id(self, job: dict[str, Any]) -> None:
         """Best effort: the job is submitted and runs whether or not this tag can be added."""
         try:
-            self.session.client("batch").tag_resource(resourceArn=job["jobArn"], tags={LABEL_JOB_ID: job["jobId"]})
+            self.aws("batch").tag_resource(resourceArn=job["jobArn"], tags={LABEL_JOB_ID: job["jobId"]})
         except ClientError as error:
             self.log(f"could not tag job {job['jobId']} with its id: {error}")
 
@@ -161,35 +159,36 @@ class BatchTarget(AwsTarget):
             "job_id": job["jobId"],
         }
 
-    def preflight(self, spec: DeploymentSpec) -> None:
+    def preflight(self, spec: DeploymentSpec) -> str:
         """Run by the validate task: sizes, env and the queue are checked before anything is built."""
         self.job_definition(spec, "<image>")
         self.check_queue(self.job_queue(spec))
+        return "sizes, env and job queue"
 
     def check_queue(self, queue: str) -> None:
         """Fail before registering anything when the queue is missing or cannot take jobs."""
-        found = self.session.client("batch").describe_job_queues(jobQueues=[queue])["jobQueues"]
+        found = self.aws("batch").describe_job_queues(jobQueues=[queue])["jobQueues"]
         if not found:
-            raise AwsTargetError(f"aws-batch: job queue {queue} does not exist in {self.session.region}")
+            raise AwsTargetError(f"aws-batch: job queue {queue} does not exist in {self.client.region}")
         state, status = found[0].get("state"), found[0].get("status")
         if state != "ENABLED" or status in ("DELETING", "DELETED"):
             raise AwsTargetError(f"aws-batch: job queue {queue} cannot take jobs (state {state}, status {status})")
 
     def ensure_job_definition(self, spec: DeploymentSpec, definition: dict[str, Any]) -> str:
         """The latest revision when it has this content, else a new revision."""
-        config_hash = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:32]
+        config_hash = self.config_hash(definition)
         current = self.job_definitions(spec)
         latest = max(current, key=lambda d: d["revision"]) if current else None
-        if latest and latest.get("tags", {}).get(LABEL_CONFIG) == config_hash:
+        if latest and latest.get("tags", {}).get(CONFIG_LABEL) == config_hash:
             return latest["jobDefinitionArn"]
-        tags = {**self.labels(spec, created=True), LABEL_CONFIG: config_hash}
-        registered = self.session.client("batch").register_job_definition(**definition, tags=tags)
+        tags = {**self.labels(spec, created=True), CONFIG_LABEL: config_hash}
+        registered = self.aws("batch").register_job_definition(**definition, tags=tags)
         self.log(f"registered job definition {registered['jobDefinitionName']}:{registered['revision']}")
         return registered["jobDefinitionArn"]
 
     def job_definitions(self, spec: DeploymentSpec) -> list[dict[str, Any]]:
         """Active revisions of this project's job definition that carry its tag."""
-        batch, name = self.session.client("batch"), self.name(spec)
+        batch, name = self.aws("batch"), self.name(spec)
         found = []
         for page in batch.get_paginator("describe_job_definitions").paginate(jobDefinitionName=name, status="ACTIVE"):
             found += page["jobDefinitions"]
@@ -197,7 +196,7 @@ class BatchTarget(AwsTarget):
 
     def jobs(self, spec: DeploymentSpec) -> list[dict[str, Any]]:
         """This project's jobs on the queue, newest first; a JOB_NAME filter lists jobs in every state."""
-        batch, name, queue = self.session.client("batch"), self.name(spec), self.configured_queue(spec)
+        batch, name, queue = self.aws("batch"), self.name(spec), self.configured_queue(spec)
         if not queue:
             return []
         summaries = []
@@ -215,7 +214,7 @@ class BatchTarget(AwsTarget):
         return sorted((s for s in summaries if s["jobId"] in owned), key=lambda s: s.get("createdAt", 0), reverse=True)
 
     def describe_jobs(self, job_ids: list[str]) -> list[dict[str, Any]]:
-        batch, described = self.session.client("batch"), []
+        batch, described = self.aws("batch"), []
         for start in range(0, len(job_ids), 100):
             described += batch.describe_jobs(jobs=job_ids[start : start + 100])["jobs"]
         return described
@@ -265,7 +264,7 @@ class BatchTarget(AwsTarget):
         options = container.get("logConfiguration", {}).get("options", {})
         group = options.get("awslogs-group", DEFAULT_LOG_GROUP)
         try:
-            events = self.session.client("logs").get_log_events(
+            events = self.aws("logs").get_log_events(
                 logGroupName=group, logStreamName=stream, limit=LOG_LINES, startFromHead=False
             )["events"]
         except ClientError as error:
@@ -275,32 +274,28 @@ class BatchTarget(AwsTarget):
 
     # ------------------------------------------------------------------ stop
 
-    def stop(self, spec: DeploymentSpec | None) -> list[str]:
-        if spec is None:
-            raise AwsTargetError("aws-batch: stop needs the deployed spec to know the job queue and job name")
+    def remove(self, spec: DeploymentSpec) -> list[str]:
         removed = self.terminate_jobs(spec)
         removed += self.deregister_job_definitions(spec)
         removed += self.delete_repository(spec)
         return removed
 
     def terminate_jobs(self, spec: DeploymentSpec) -> list[str]:
-        batch = self.session.client("batch")
+        batch = self.aws("batch")
         active = [job for job in self.jobs(spec) if job["status"] in ACTIVE_STATES]
         for job in active:
             batch.terminate_job(jobId=job["jobId"], reason=STOP_REASON)
             self.log(f"terminating job {job['jobName']} ({job['jobId']}), which was {job['status']}")
         ids = {job["jobId"] for job in active}
-        deadline = time.monotonic() + STOP_WAIT_SECONDS
-        while ids and time.monotonic() < deadline:
-            ids = {job["jobId"] for job in self.describe_jobs(sorted(ids)) if job["status"] in ACTIVE_STATES}
-            if ids:
-                time.sleep(1)
+        if ids:
+            ids = self.poll_until(lambda: {job["jobId"] for job in self.describe_jobs(sorted(ids))
+                                           if job["status"] in ACTIVE_STATES}, lambda left: not left, STOP_WAIT_SECONDS, 1)
         if ids:
             self.log(f"jobs {', '.join(sorted(ids))} were not stopped after {STOP_WAIT_SECONDS} s; AWS Batch ends them")
         return [f"batch-job/{job['jobName']}/{job['jobId']}" for job in active]
 
     def deregister_job_definitions(self, spec: DeploymentSpec) -> list[str]:
-        batch = self.session.client("batch")
+        batch = self.aws("batch")
         removed = []
         for definition in self.job_definitions(spec):
             batch.deregister_job_definition(jobDefinition=definition["jobDefinitionArn"])

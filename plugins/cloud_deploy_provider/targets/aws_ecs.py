@@ -7,9 +7,6 @@ by it, so stop deletes a cluster only when this project made it.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import time
 from typing import Any, ClassVar
 
 from cloud_deploy_provider.accelerators import ecs_resources
@@ -17,8 +14,8 @@ from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
 from cloud_deploy_provider.targets._aws import CREATED_BY, AwsTarget, AwsTargetError, tag_list
+from cloud_deploy_provider.targets.base import CONFIG_LABEL
 
-LABEL_CONFIG = "io.cloud-deploy.config"
 DEFAULT_CPU_UNITS = 1024
 DEFAULT_MEMORY_MB = 2048
 LOG_RETENTION_DAYS = 30
@@ -45,6 +42,7 @@ def _fargate_memory_ok(cpu: int, memory: int) -> bool:
 
 class EcsTarget(AwsTarget):
     type: ClassVar[str] = "aws-ecs"
+    stop_needs: ClassVar[str] = "the cluster and service"
 
     # ------------------------------------------------------------------ what it would create
 
@@ -72,13 +70,13 @@ class EcsTarget(AwsTarget):
 
     def cluster_name(self, spec: DeploymentSpec) -> str:
         ecs = spec.deploy.ecs
-        return (ecs.cluster if ecs and ecs.cluster else None) or self.session.defaults.ecs_cluster or self.name(spec)
+        return (ecs.cluster if ecs and ecs.cluster else None) or self.client.defaults.ecs_cluster or self.name(spec)
 
     def log_group(self, spec: DeploymentSpec) -> str:
         return f"/cloud-deploy/{self.name(spec)}"
 
     def network(self, spec: DeploymentSpec) -> dict[str, Any]:
-        vpc, defaults = spec.deploy.awsvpc, self.session.defaults
+        vpc, defaults = spec.deploy.awsvpc, self.client.defaults
         subnets = (vpc.subnets if vpc else []) or defaults.subnets
         if not subnets:
             raise AwsTargetError(
@@ -93,7 +91,7 @@ class EcsTarget(AwsTarget):
         }
 
     def roles(self, spec: DeploymentSpec) -> dict[str, str]:
-        ecs, defaults = spec.deploy.ecs, self.session.defaults
+        ecs, defaults = spec.deploy.ecs, self.client.defaults
         roles = {
             "executionRoleArn": (ecs.execution_role_arn if ecs else None) or defaults.execution_role_arn,
             "taskRoleArn": (ecs.task_role_arn if ecs else None) or defaults.task_role_arn,
@@ -120,7 +118,7 @@ class EcsTarget(AwsTarget):
                 "logDriver": "awslogs",
                 "options": {
                     "awslogs-group": self.log_group(spec),
-                    "awslogs-region": self.session.region,
+                    "awslogs-region": self.client.region,
                     "awslogs-stream-prefix": "cloud-deploy",
                 },
             },
@@ -178,19 +176,19 @@ class EcsTarget(AwsTarget):
     # ------------------------------------------------------------------ deploy
 
     def deploy(self, spec: DeploymentSpec, image: ImageRef) -> DeployResult:
-        ecs = self.session.client("ecs")
+        ecs = self.aws("ecs")
         definition = self.task_definition(spec, image.pinned)
         request = self.service_request(spec, "")
         self.check_references(definition, request)
         cluster = self.ensure_cluster(spec)
         service_name = self.name(spec)
-        config_hash = hashlib.sha256(json.dumps([definition, request], sort_keys=True).encode()).hexdigest()[:32]
+        config_hash = self.config_hash([definition, request])
         current = self.find_service(cluster, service_name)
         if current and self.config_of(current["taskDefinition"]) == config_hash:
             self.log(f"service {service_name} already runs this configuration; nothing to change")
             return DeployResult(self.type, self.resources(cluster, current["taskDefinition"], service_name), changed=False)
         self.ensure_log_group(spec)
-        labels = {**self.labels(spec), LABEL_CONFIG: config_hash}
+        labels = {**self.labels(spec), CONFIG_LABEL: config_hash}
         registered = ecs.register_task_definition(**definition, tags=tag_list(labels, "key", "value"))
         task_definition = registered["taskDefinition"]["taskDefinitionArn"]
         self.log(f"registered task definition {task_definition}")
@@ -216,9 +214,10 @@ class EcsTarget(AwsTarget):
     def resources(cluster: str, task_definition: str, service: str) -> dict[str, str]:
         return {"cluster": cluster, "service": service, "task_definition": task_definition}
 
-    def preflight(self, spec: DeploymentSpec) -> None:
+    def preflight(self, spec: DeploymentSpec) -> str:
         """Run by the validate task, so a wrong subnet or role fails before anything is built or created."""
         self.check_references(self.task_definition(spec, "<image>"), self.service_request(spec, "<task definition>"))
+        return "network, roles and sizes"
 
     def check_references(self, definition: dict[str, Any], request: dict[str, Any]) -> None:
         vpc = request["networkConfiguration"]["awsvpcConfiguration"]
@@ -228,7 +227,7 @@ class EcsTarget(AwsTarget):
                 self.check_role(definition[key], f"aws-ecs {what}")
 
     def ensure_cluster(self, spec: DeploymentSpec) -> str:
-        ecs = self.session.client("ecs")
+        ecs = self.aws("ecs")
         name = self.cluster_name(spec)
         found = ecs.describe_clusters(clusters=[name])["clusters"]
         if found and found[0]["status"] == "ACTIVE":
@@ -240,7 +239,7 @@ class EcsTarget(AwsTarget):
         return name
 
     def ensure_log_group(self, spec: DeploymentSpec) -> None:
-        logs = self.session.client("logs")
+        logs = self.aws("logs")
         group = self.log_group(spec)
         try:
             logs.create_log_group(logGroupName=group, tags=self.labels(spec, created=True))
@@ -249,7 +248,7 @@ class EcsTarget(AwsTarget):
             pass
 
     def find_service(self, cluster: str, service_name: str) -> dict[str, Any] | None:
-        ecs = self.session.client("ecs")
+        ecs = self.aws("ecs")
         try:
             services = ecs.describe_services(cluster=cluster, services=[service_name])["services"]
         except ecs.exceptions.ClusterNotFoundException:
@@ -258,11 +257,11 @@ class EcsTarget(AwsTarget):
         return active[0] if active else None
 
     def task_definition_tags(self, task_definition: str) -> dict[str, str]:
-        answer = self.session.client("ecs").describe_task_definition(taskDefinition=task_definition, include=["TAGS"])
+        answer = self.aws("ecs").describe_task_definition(taskDefinition=task_definition, include=["TAGS"])
         return {tag["key"]: tag["value"] for tag in answer.get("tags", [])}
 
     def config_of(self, task_definition: str) -> str | None:
-        return self.task_definition_tags(task_definition).get(LABEL_CONFIG)
+        return self.task_definition_tags(task_definition).get(CONFIG_LABEL)
 
     # ------------------------------------------------------------------ status
 
@@ -299,7 +298,7 @@ class EcsTarget(AwsTarget):
             if url:
                 return url
         port = spec.deploy.network.container_port if spec.deploy.network else None
-        ecs = self.session.client("ecs")
+        ecs = self.aws("ecs")
         task_arns = ecs.list_tasks(cluster=cluster, serviceName=service["serviceName"]).get("taskArns", [])
         if not task_arns or not port:
             return None
@@ -312,7 +311,7 @@ class EcsTarget(AwsTarget):
     def load_balancer_url(self, target_group_arn: str | None) -> str | None:
         if not target_group_arn:
             return None
-        elb = self.session.client("elbv2")
+        elb = self.aws("elbv2")
         groups = elb.describe_target_groups(TargetGroupArns=[target_group_arn])["TargetGroups"]
         balancer_arns = groups[0].get("LoadBalancerArns", []) if groups else []
         if not balancer_arns:
@@ -331,7 +330,7 @@ class EcsTarget(AwsTarget):
             interface = details.get("networkInterfaceId")
             if not interface:
                 continue
-            found = self.session.client("ec2").describe_network_interfaces(NetworkInterfaceIds=[interface])
+            found = self.aws("ec2").describe_network_interfaces(NetworkInterfaceIds=[interface])
             for eni in found.get("NetworkInterfaces", []):
                 ip = eni.get("Association", {}).get("PublicIp")
                 if ip:
@@ -340,9 +339,7 @@ class EcsTarget(AwsTarget):
 
     # ------------------------------------------------------------------ stop
 
-    def stop(self, spec: DeploymentSpec | None) -> list[str]:
-        if spec is None:
-            raise AwsTargetError("aws-ecs: stop needs the deployed spec to know the cluster and service")
+    def remove(self, spec: DeploymentSpec) -> list[str]:
         removed: list[str] = []
         cluster, service_name = self.cluster_name(spec), self.name(spec)
         if self.find_service(cluster, service_name):
@@ -354,12 +351,10 @@ class EcsTarget(AwsTarget):
         return removed
 
     def delete_service(self, cluster: str, service_name: str) -> list[str]:
-        ecs = self.session.client("ecs")
+        ecs = self.aws("ecs")
         ecs.update_service(cluster=cluster, service=service_name, desiredCount=0)
         ecs.delete_service(cluster=cluster, service=service_name, force=True)
-        deadline = time.monotonic() + STOP_WAIT_SECONDS
-        while self.find_service(cluster, service_name) and time.monotonic() < deadline:
-            time.sleep(2)
+        self.poll_until(lambda: self.find_service(cluster, service_name), lambda found: not found, STOP_WAIT_SECONDS, 2)
         for task in ecs.list_tasks(cluster=cluster, serviceName=service_name).get("taskArns", []):
             ecs.stop_task(cluster=cluster, task=task, reason="cloud-deploy stop")
         self.log(f"deleted service {service_name} from cluster {cluster}")
@@ -367,7 +362,7 @@ class EcsTarget(AwsTarget):
 
     def deregister_task_definitions(self, spec: DeploymentSpec) -> list[str]:
         """Every revision of this project's family that carries its tag; then delete them where AWS can."""
-        ecs = self.session.client("ecs")
+        ecs = self.aws("ecs")
         family = self.name(spec)
         arns = []
         for page in ecs.get_paginator("list_task_definitions").paginate(familyPrefix=family, status="ACTIVE"):
@@ -384,7 +379,7 @@ class EcsTarget(AwsTarget):
         return self.task_definition_tags(task_definition_arn).get(LABEL_KEY) == self.owner
 
     def delete_log_group(self, spec: DeploymentSpec) -> list[str]:
-        logs = self.session.client("logs")
+        logs = self.aws("logs")
         try:
             logs.delete_log_group(logGroupName=self.log_group(spec))
         except logs.exceptions.ResourceNotFoundException:
@@ -392,7 +387,7 @@ class EcsTarget(AwsTarget):
         return [f"log-group/{self.log_group(spec)}"]
 
     def delete_cluster_if_ours(self, cluster: str) -> list[str]:
-        ecs = self.session.client("ecs")
+        ecs = self.aws("ecs")
         found = ecs.describe_clusters(clusters=[cluster], include=["TAGS"])["clusters"]
         if not found or found[0]["status"] != "ACTIVE":
             return []

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import stat
 import tarfile
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, ClassVar
@@ -29,9 +27,9 @@ from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec, SageMaker
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
 from cloud_deploy_provider.targets._aws import AwsTarget, AwsTargetError, tag_list
+from cloud_deploy_provider.targets.base import CONFIG_LABEL, config_hash
 from cloud_deploy_provider.workspace import project_dir
 
-LABEL_CONFIG = "io.cloud-deploy.config"
 ARCHIVE_NAME = "deploy.tar.gz"
 S3_PREFIX = "cloud-deploy"
 VARIANT = "AllTraffic"
@@ -147,11 +145,12 @@ class EndpointPlan:
 
     @property
     def config_hash(self) -> str:
-        return hashlib.sha256(json.dumps([self.model, self.config], sort_keys=True).encode()).hexdigest()[:32]
+        return config_hash([self.model, self.config], SageMakerTarget.config_hash_length)
 
 
 class SageMakerTarget(AwsTarget):
     type: ClassVar[str] = "aws-sagemaker"
+    stop_needs: ClassVar[str] = "the endpoint and bucket"
 
     # ------------------------------------------------------------------ what it would create
 
@@ -160,7 +159,7 @@ class SageMakerTarget(AwsTarget):
         return spec.deploy.sagemaker or SageMaker()
 
     def execution_role(self, spec: DeploymentSpec) -> str:
-        role = self.settings(spec).execution_role_arn or self.session.defaults.sagemaker_execution_role_arn
+        role = self.settings(spec).execution_role_arn or self.client.defaults.sagemaker_execution_role_arn
         if not role:
             raise AwsTargetError(
                 "aws-sagemaker: no execution role; set deploy.sagemaker.execution_role_arn or "
@@ -169,7 +168,7 @@ class SageMakerTarget(AwsTarget):
         return role
 
     def bucket(self, spec: DeploymentSpec, required: bool = True) -> str | None:
-        bucket = self.settings(spec).bucket or self.session.defaults.sagemaker_bucket
+        bucket = self.settings(spec).bucket or self.client.defaults.sagemaker_bucket
         if not bucket and required:
             raise AwsTargetError(
                 "aws-sagemaker: model_data needs an S3 bucket; set deploy.sagemaker.bucket or "
@@ -232,7 +231,7 @@ class SageMakerTarget(AwsTarget):
         return config
 
     def requests(self, spec: DeploymentSpec, endpoint: EndpointPlan, name: str) -> dict[str, dict[str, Any]]:
-        tags = tag_list({**self.labels(spec, created=True), LABEL_CONFIG: endpoint.config_hash})
+        tags = tag_list({**self.labels(spec, created=True), CONFIG_LABEL: endpoint.config_hash})
         variants = [{**variant, "ModelName": name} for variant in endpoint.config["ProductionVariants"]]
         return {
             "model": {"ModelName": name, **endpoint.model, "Tags": tags},
@@ -243,7 +242,7 @@ class SageMakerTarget(AwsTarget):
         }
 
     def invocation_url(self, spec: DeploymentSpec) -> str:
-        region = self.session.region
+        region = self.client.region
         domain = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
         path = "async-invocations" if self.settings(spec).mode == "async" else "invocations"
         return f"https://runtime.sagemaker.{region}.{domain}/endpoints/{self.name(spec)}/{path}"
@@ -261,13 +260,14 @@ class SageMakerTarget(AwsTarget):
 
     # ------------------------------------------------------------------ deploy
 
-    def preflight(self, spec: DeploymentSpec) -> None:
+    def preflight(self, spec: DeploymentSpec) -> str:
         """Also run by the validate task: a missing role or bucket or unpackable model_data fails before any build."""
         self.check_port(spec)
         self.check_role(self.execution_role(spec), "aws-sagemaker execution role")
         if self.settings(spec).model_data:
             self.bucket(spec)
             model_files(project_dir(self.project), self.settings(spec).model_data)
+        return "port, execution role, bucket and model data"
 
     def deploy(self, spec: DeploymentSpec, image: ImageRef) -> DeployResult:
         self.preflight(spec)
@@ -297,7 +297,7 @@ class SageMakerTarget(AwsTarget):
         if not paths:
             return None
         bucket = self.bucket(spec)
-        s3 = self.session.client("s3")
+        s3 = self.aws("s3")
         with tempfile.TemporaryFile() as archive:
             sha256 = pack_model_data(project_dir(self.project), paths, archive)
             key = self.model_data_key(sha256)
@@ -312,7 +312,7 @@ class SageMakerTarget(AwsTarget):
 
     def s3_exists(self, bucket: str, key: str) -> bool:
         try:
-            self.session.client("s3").head_object(Bucket=bucket, Key=key)
+            self.aws("s3").head_object(Bucket=bucket, Key=key)
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
@@ -321,20 +321,20 @@ class SageMakerTarget(AwsTarget):
 
     def ensure_model(self, request: dict[str, Any]) -> None:
         """The name carries the hash of the model's inputs, so an existing one is this very model."""
-        sagemaker = self.session.client("sagemaker")
+        sagemaker = self.aws("sagemaker")
         if self.sagemaker_call("describe_model", ModelName=request["ModelName"]) is None:
             sagemaker.create_model(**request)
             self.log(f"created model {request['ModelName']}")
 
     def ensure_endpoint_config(self, request: dict[str, Any]) -> None:
-        sagemaker = self.session.client("sagemaker")
+        sagemaker = self.aws("sagemaker")
         name = request["EndpointConfigName"]
         if self.sagemaker_call("describe_endpoint_config", EndpointConfigName=name) is None:
             sagemaker.create_endpoint_config(**request)
             self.log(f"created endpoint config {name}")
 
     def create_or_update(self, current: dict[str, Any] | None, request: dict[str, Any]) -> None:
-        sagemaker = self.session.client("sagemaker")
+        sagemaker = self.aws("sagemaker")
         name, config = request["EndpointName"], request["EndpointConfigName"]
         if current and current["EndpointStatus"] == "Failed":
             self.log(f"endpoint {name} failed before ({current.get('FailureReason', '')}); deleting it to start over")
@@ -352,7 +352,7 @@ class SageMakerTarget(AwsTarget):
     def sagemaker_call(self, operation: str, **kwargs: Any) -> dict[str, Any] | None:
         """A describe call; ``None`` when SageMaker says the resource does not exist."""
         try:
-            return getattr(self.session.client("sagemaker"), operation)(**kwargs)
+            return getattr(self.aws("sagemaker"), operation)(**kwargs)
         except ClientError as error:
             details = error.response.get("Error", {})
             if details.get("Code") == "ValidationException" and "could not find" in details.get("Message", "").lower():
@@ -363,13 +363,13 @@ class SageMakerTarget(AwsTarget):
         return self.sagemaker_call("describe_endpoint", EndpointName=self.name(spec))
 
     def is_ours(self, arn: str) -> bool:
-        sagemaker = self.session.client("sagemaker")
+        sagemaker = self.aws("sagemaker")
         tags = [tag for page in sagemaker.get_paginator("list_tags").paginate(ResourceArn=arn) for tag in page["Tags"]]
         return {tag["Key"]: tag["Value"] for tag in tags}.get(LABEL_KEY) == self.owner
 
     def versions(self, spec: DeploymentSpec) -> dict[str, list[tuple[str, str]]]:
         """This project's models and endpoint configs, as (name, arn): matched by name prefix and by tag."""
-        sagemaker, prefix = self.session.client("sagemaker"), self.versioned_prefix(spec) + "-"
+        sagemaker, prefix = self.aws("sagemaker"), self.versioned_prefix(spec) + "-"
         listed = {
             "model": [(item["ModelName"], item["ModelArn"]) for page in
                       sagemaker.get_paginator("list_models").paginate(NameContains=prefix) for item in page["Models"]],
@@ -394,7 +394,7 @@ class SageMakerTarget(AwsTarget):
         return self.delete_versions(spec, keep=keep | self.in_use(endpoint))
 
     def delete_versions(self, spec: DeploymentSpec, keep: set[str] = frozenset()) -> list[str]:
-        sagemaker, removed = self.session.client("sagemaker"), []
+        sagemaker, removed = self.aws("sagemaker"), []
         versions = self.versions(spec)
         for name, _ in versions["endpoint_config"]:
             if name not in keep and self.deleted(sagemaker.delete_endpoint_config, EndpointConfigName=name):
@@ -431,9 +431,7 @@ class SageMakerTarget(AwsTarget):
 
     # ------------------------------------------------------------------ stop
 
-    def stop(self, spec: DeploymentSpec | None) -> list[str]:
-        if spec is None:
-            raise AwsTargetError("aws-sagemaker: stop needs the deployed spec to know the endpoint and bucket")
+    def remove(self, spec: DeploymentSpec) -> list[str]:
         removed: list[str] = []
         endpoint = self.find_endpoint(spec)
         if endpoint and self.is_ours(endpoint["EndpointArn"]):
@@ -448,15 +446,11 @@ class SageMakerTarget(AwsTarget):
 
     def wait_endpoint(self, name: str, done: Any, seconds: float = SETTLE_SECONDS) -> dict[str, Any] | None:
         """Describe the endpoint until ``done(it)`` or it is gone; returns the last answer (None when gone)."""
-        deadline = time.monotonic() + seconds
-        while True:
-            found = self.sagemaker_call("describe_endpoint", EndpointName=name)
-            if found is None or done(found) or time.monotonic() >= deadline:
-                return found
-            time.sleep(5)
+        return self.poll_until(lambda: self.sagemaker_call("describe_endpoint", EndpointName=name),
+                               lambda found: found is None or done(found), seconds, 5)
 
     def delete_endpoint(self, name: str) -> None:
-        self.deleted(self.session.client("sagemaker").delete_endpoint, EndpointName=name)
+        self.deleted(self.aws("sagemaker").delete_endpoint, EndpointName=name)
         if self.wait_endpoint(name, lambda found: False) is not None:
             raise AwsTargetError(f"aws-sagemaker: endpoint {name} is still being deleted after {SETTLE_SECONDS} s",
                                  retryable=True)
@@ -466,7 +460,7 @@ class SageMakerTarget(AwsTarget):
         bucket = self.bucket(spec, required=False)
         if not bucket:
             return []
-        s3, removed = self.session.client("s3"), []
+        s3, removed = self.aws("s3"), []
         try:
             for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=self.s3_prefix()):
                 keys = [item["Key"] for item in page.get("Contents", [])]

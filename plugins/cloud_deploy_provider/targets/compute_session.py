@@ -17,9 +17,7 @@ changed service is replaced (Backend.AI cannot swap a service's image in place o
 
 from __future__ import annotations
 
-import hashlib
 import json
-import time
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any, ClassVar
@@ -31,8 +29,8 @@ from cloud_deploy_provider.errors import Refusal
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec, ModelService
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
+from cloud_deploy_provider.targets.base import Target
 
-DEFAULT_PORT = 8000
 DEFAULT_CPU = 1
 DEFAULT_MEMORY_MB = 2048
 MAX_NAME = 64
@@ -68,22 +66,22 @@ def memory_size(megabytes: int) -> str:
     return f"{megabytes // 1024}g" if megabytes % 1024 == 0 else f"{megabytes}m"
 
 
-class ComputeSessionTarget:
-    type: ClassVar[str] = "compute-session"
+class ComputeSessionTarget(Target):
+    """The client is the Backend.AI hook's; the service is found by its name from the spec, so a stop without
+    the spec finds nothing."""
 
-    def __init__(self, project: ProjectRef, log: Callable[[str], None] = print, hook: Any = None):
-        self.project = project
-        self.log = log
-        self._hook = hook
+    type: ClassVar[str] = "compute-session"
+    without_spec: ClassVar[str] = "nothing"
+    default_port: ClassVar[int] = 8000
+    config_hash_length: ClassVar[int] = 16
 
     @cached_property
     def hook(self):
         from cloud_deploy_provider.hooks.backendai import BackendAIHook
 
-        return self._hook or BackendAIHook()
+        return BackendAIHook()
 
-    @cached_property
-    def client(self):
+    def connect(self) -> Any:
         return self.hook.get_conn()
 
     @classmethod
@@ -111,10 +109,6 @@ class ComputeSessionTarget:
     @staticmethod
     def model_service(spec: DeploymentSpec) -> ModelService:
         return spec.deploy.model_service or ModelService()
-
-    def port(self, spec: DeploymentSpec) -> int:
-        network = spec.deploy.network
-        return (network.container_port if network else None) or DEFAULT_PORT
 
     def owns_folder(self, spec: DeploymentSpec) -> bool:
         return self.model_service(spec).model is None
@@ -186,8 +180,7 @@ class ComputeSessionTarget:
             "runtime_variant": model_service.runtime_variant,
             "config": {key: value for key, value in config.items() if value is not None},
         }
-        config_hash = hashlib.sha256(json.dumps([request, self.definition_text(spec)], sort_keys=True).encode())
-        request["config"]["environ"][CONFIG_ENV] = config_hash.hexdigest()[:16]
+        request["config"]["environ"][CONFIG_ENV] = self.config_hash([request, self.definition_text(spec)])
         return request
 
     def definition_text(self, spec: DeploymentSpec) -> str | None:
@@ -204,7 +197,7 @@ class ComputeSessionTarget:
                                          DEFINITION_FILE: target.definition_text(spec)}
         return described
 
-    def preflight(self, spec: DeploymentSpec) -> None:
+    def preflight(self, spec: DeploymentSpec) -> str:
         """Run by the validate task: the request is buildable, the keypair works and a named model folder exists."""
         self.create_request(spec, "<image>")
         model = self.model_service(spec).model
@@ -213,6 +206,7 @@ class ComputeSessionTarget:
                 raise ComputeSessionError(f"compute-session: model folder {model!r} (model_service.model) not found")
         else:
             self.client.call("GET", "/services")
+        return "the request, the keypair and the model folder"
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -287,9 +281,7 @@ class ComputeSessionTarget:
         url = endpoint.get("url") if state == "running" else None
         return TargetStatus(state, url, message, details)
 
-    def stop(self, spec: DeploymentSpec | None) -> list[str]:
-        if spec is None:
-            return []
+    def remove(self, spec: DeploymentSpec) -> list[str]:
         removed = []
         endpoint = self.find(spec)
         if endpoint is not None:
@@ -308,12 +300,11 @@ class ComputeSessionTarget:
     def _delete_service(self, endpoint_id: str) -> None:
         """Delete by id and wait until the manager has destroyed it, so its name and folder are free again."""
         self.client.call("DELETE", f"/services/{endpoint_id}", missing_ok=True)
-        deadline = time.monotonic() + SETTLE_SECONDS
-        while time.monotonic() < deadline:
-            endpoint = self.endpoint(endpoint_id)
-            if endpoint is None or endpoint.get("status") == "DESTROYED":
-                return
-            time.sleep(POLL_SECONDS)
+        def destroyed(found: dict[str, Any] | None) -> bool:
+            return found is None or found.get("status") == "DESTROYED"
+
+        if destroyed(self.poll_until(lambda: self.endpoint(endpoint_id), destroyed, SETTLE_SECONDS, POLL_SECONDS)):
+            return
         raise ComputeSessionError(f"compute-session: service {endpoint_id} is still being destroyed after "
                                   f"{SETTLE_SECONDS:.0f} s", retryable=True)
 

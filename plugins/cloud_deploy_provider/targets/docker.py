@@ -9,26 +9,24 @@ bound address.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import secrets
 import socket
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import httpx
 
 from cloud_deploy_provider.accelerators import docker_devices
 from cloud_deploy_provider.errors import Refusal, is_transient
-from cloud_deploy_provider.hooks.docker_engine import EngineUser
+from cloud_deploy_provider.hooks.docker_engine import engine_client
 from cloud_deploy_provider.http_clients import probe_client
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.settings import EngineSettings
 from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
+from cloud_deploy_provider.targets.base import CONFIG_LABEL, LOG_TAIL_LINES, Target
 
 LABEL_IMAGE = "io.cloud-deploy.image"
-LABEL_CONFIG = "io.cloud-deploy.config"
-LOG_TAIL_LINES = 20
 PROBE_TIMEOUT_SECONDS = 2.0
 STOP_TIMEOUT_SECONDS = 10
 
@@ -37,9 +35,20 @@ class DockerTargetError(Refusal):
     pass
 
 
-class DockerTarget(EngineUser):
+class DockerTarget(Target):
     type: ClassVar[str] = "docker"
+    runs_local_images: ClassVar[bool] = True
     advertises_service_host_ip: ClassVar[bool] = True
+    without_spec: ClassVar[str] = "owned"
+    config_hash_length: ClassVar[int] = 16
+
+    def __init__(self, project: ProjectRef, log: Callable[[str], None] = print, client: Any = None,
+                 settings: EngineSettings | None = None):
+        super().__init__(project, log, client)
+        self.settings = settings or EngineSettings.from_env()
+
+    def connect(self) -> Any:
+        return engine_client(self.settings, timeout=60)
 
     def container_name(self, spec: DeploymentSpec) -> str:
         return self.project.resource_name(spec.deploy.service_name)
@@ -51,8 +60,8 @@ class DockerTarget(EngineUser):
         current = self._inspect(name)
         url = self.url(spec)
         image_id = image.image_id or self.client.inspect_image(image.reference)["Id"]
-        config_hash = self.container_config(spec, image.reference)["labels"][LABEL_CONFIG]
-        unchanged = current and current["Config"]["Labels"].get(LABEL_CONFIG) == config_hash
+        config_hash = self.container_config(spec, image.reference)["labels"][CONFIG_LABEL]
+        unchanged = current and current["Config"]["Labels"].get(CONFIG_LABEL) == config_hash
         if unchanged and current["Image"] == image_id and current["State"]["Running"]:
             self.log(f"container {name} already runs {image.reference}; nothing to change")
             return DeployResult(self.type, {"container": name, "container_id": current["Id"]}, url, changed=False)
@@ -82,8 +91,7 @@ class DockerTarget(EngineUser):
             config["ports"] = {
                 f"{deploy.network.container_port}/tcp": [self.settings.publish_ip, deploy.network.service_host_port]
             }
-        digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-        config["labels"][LABEL_CONFIG] = digest  # a changed env, size or port replaces the container
+        config["labels"][CONFIG_LABEL] = self.config_hash(config)  # a changed env, size or port replaces the container
         return config
 
     @classmethod
@@ -206,7 +214,7 @@ class DockerTarget(EngineUser):
         except Exception:  # the container may be gone between inspect and logs
             return ""
 
-    def stop(self, spec: DeploymentSpec | None) -> list[str]:
+    def remove(self, spec: DeploymentSpec | None) -> list[str]:
         from docker.errors import NotFound
 
         removed = []

@@ -10,7 +10,6 @@ message. Public access (``allUsers`` as ``roles/run.invoker``) exists only while
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import json
 import math
 from collections.abc import Callable
@@ -31,13 +30,12 @@ from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.registry import Registry
 from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
+from cloud_deploy_provider.targets.base import CONFIG_ANNOTATION, Target
 
-CONFIG_ANNOTATION = "cloud-deploy.io/config"
 KEY_ANNOTATION = "cloud-deploy.io/key"
 INVOKER_ROLE = "roles/run.invoker"
 PUBLIC_MEMBER = "allUsers"
 MAX_SERVICE_ID = 49
-DEFAULT_PORT = 8080
 DEFAULT_CPU = 1
 DEFAULT_MEMORY_MB = 512
 CPU_CHOICES = (1, 2, 4, 6, 8)
@@ -64,19 +62,15 @@ def serving(service: Any) -> dict[str, int]:
     return {short_revision(s.revision): s.percent for s in service.traffic_statuses if s.percent > 0 and s.revision}
 
 
-class CloudRunTarget:
+class CloudRunTarget(Target):
+    """The client is a :class:`GcpSession`. The service is found through the spec's project and region, so
+    a stop without the spec finds nothing."""
+
     type: ClassVar[str] = "gcp-cloudrun"
+    without_spec: ClassVar[str] = "nothing"
 
-    def __init__(self, project: ProjectRef, log: Callable[[str], None] = print, session: GcpSession | None = None):
-        self.project = project
-        self.log = log
-        self._session = session
-
-    @property
-    def session(self) -> GcpSession:
-        if self._session is None:
-            self._session = GcpSession()
-        return self._session
+    def connect(self) -> GcpSession:
+        return GcpSession()
 
     @classmethod
     def image_registry(cls, project: ProjectRef, spec: DeploymentSpec, log: Callable[[str], None]) -> Registry:
@@ -91,18 +85,14 @@ class CloudRunTarget:
 
     def parent(self, spec: DeploymentSpec) -> str:
         cloudrun = spec.deploy.cloudrun
-        project = self.session.project_id(cloudrun.project_id if cloudrun else None)
-        region = self.session.region(cloudrun.region if cloudrun else None)
+        project = self.client.project_id(cloudrun.project_id if cloudrun else None)
+        region = self.client.region(cloudrun.region if cloudrun else None)
         return f"projects/{project}/locations/{region}"
 
     def service_name(self, spec: DeploymentSpec) -> str:
         return f"{self.parent(spec)}/services/{self.service_id(spec)}"
 
     # ------------------------------------------------------------------ the Service resource
-
-    def port(self, spec: DeploymentSpec) -> int:
-        network = spec.deploy.network
-        return (network.container_port if network else None) or DEFAULT_PORT
 
     def limits(self, spec: DeploymentSpec) -> dict[str, str]:
         resources = spec.deploy.resources
@@ -192,7 +182,7 @@ class CloudRunTarget:
             template.max_instance_request_concurrency = cloudrun.concurrency
         if cloudrun and cloudrun.request_timeout_seconds:
             template.timeout = duration_pb2.Duration(seconds=cloudrun.request_timeout_seconds)
-        service_account = (cloudrun.service_account if cloudrun else None) or self.session.defaults.service_account
+        service_account = (cloudrun.service_account if cloudrun else None) or self.client.defaults.service_account
         if service_account:
             template.service_account = service_account
         service = run_v2.Service(
@@ -201,8 +191,7 @@ class CloudRunTarget:
             ingress=run_v2.IngressTraffic.INGRESS_TRAFFIC_ALL,
             template=template,
         )
-        config = json.dumps(run_v2.Service.to_dict(service), sort_keys=True, default=str)
-        service.template.annotations[CONFIG_ANNOTATION] = hashlib.sha256(config.encode()).hexdigest()[:32]
+        service.template.annotations[CONFIG_ANNOTATION] = self.config_hash(run_v2.Service.to_dict(service))
         return service
 
     @classmethod
@@ -222,10 +211,11 @@ class CloudRunTarget:
             "invokers": [PUBLIC_MEMBER] if public else "IAM-authenticated callers only",
         }
 
-    def preflight(self, spec: DeploymentSpec) -> None:
+    def preflight(self, spec: DeploymentSpec) -> str:
         """Run by the validate task: sizes, GPU and env are checked, and the API is reached once."""
         self.service(spec, "<image>")
         self.find(spec)
+        return "sizes, GPU, env and API access"
 
     # ------------------------------------------------------------------ deploy
 
@@ -263,7 +253,7 @@ class CloudRunTarget:
         wanted.template.revision = revision
         wanted.traffic = [self.latest()]
         self.log(f"creating Cloud Run service {self.service_name(spec)} with revision {revision}")
-        services = self.session.services
+        services = self.client.services
         operation = services.create_service(parent=self.parent(spec), service=wanted, service_id=self.service_id(spec))
         service = self.wait(operation, spec, revision, previous={})
         self.log(f"revision {revision} is ready and serves 100 % at {service.uri}")
@@ -281,12 +271,12 @@ class CloudRunTarget:
         else:
             wanted.traffic = [self.latest()]
             self.log(f"rolling out revision {revision} (no revision serves yet)")
-        service = self.wait(self.session.services.update_service(service=wanted), spec, revision, previous)
+        service = self.wait(self.client.services.update_service(service=wanted), spec, revision, previous)
         if not previous:
             return service
         wanted.traffic = [self.pinned(revision, 100)]
         wanted.etag = service.etag
-        operation = self.session.services.update_service(service=wanted)
+        operation = self.client.services.update_service(service=wanted)
         service = operation.result(timeout=TRAFFIC_MOVE_TIMEOUT_SECONDS)
         self.log(f"revision {revision} is ready: 100 % of traffic moved to it from {self.shown(previous)}")
         return service
@@ -327,7 +317,7 @@ class CloudRunTarget:
         from google.iam.v1 import policy_pb2
 
         public = bool(spec.deploy.cloudrun and spec.deploy.cloudrun.allow_unauthenticated)
-        client = self.session.services
+        client = self.client.services
         policy = client.get_iam_policy(request={"resource": name})
         invokers = next((b for b in policy.bindings if b.role == INVOKER_ROLE), None)
         if public == bool(invokers and PUBLIC_MEMBER in invokers.members):
@@ -350,7 +340,7 @@ class CloudRunTarget:
         from google.api_core import exceptions
 
         try:
-            return self.session.services.get_service(name=self.service_name(spec))
+            return self.client.services.get_service(name=self.service_name(spec))
         except exceptions.NotFound:
             return None
 
@@ -382,16 +372,14 @@ class CloudRunTarget:
             message += f"; revision {latest} is rolling out"
         return TargetStatus("running", service.uri or None, message, details)
 
-    def stop(self, spec: DeploymentSpec | None) -> list[str]:
-        if spec is None:
-            return []
+    def remove(self, spec: DeploymentSpec) -> list[str]:
         removed = []
         service = self.find(spec)
         if service is not None and service.labels.get(LABEL_OWNER) == owner(self.project):
-            self.session.services.delete_service(name=service.name).result(timeout=DELETE_TIMEOUT_SECONDS)
+            self.client.services.delete_service(name=service.name).result(timeout=DELETE_TIMEOUT_SECONDS)
             self.log(f"deleted Cloud Run service {service.name} and its revisions")
             removed.append(f"cloudrun-service/{service.name}")
         elif service is not None:
             self.log(f"left {service.name} alone: it was not created by this project")
-        removed += delete_repository(self.session, repository_of(self.session, self.project, spec), self.project)
+        removed += delete_repository(self.client, repository_of(self.client, self.project, spec), self.project)
         return removed

@@ -8,7 +8,6 @@ written on httpx. The agent pulls the image from the installation's registry.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -20,8 +19,8 @@ from cloud_deploy_provider.errors import Refusal
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
+from cloud_deploy_provider.targets.base import Target
 
-DEFAULT_PORT = 8080
 TIMEOUT_SECONDS = 30.0
 STATES = {"running": "running", "starting": "starting", "pending": "starting", "stopped": "absent",
           "failed": "failed", "error": "failed", "exited": "exited"}
@@ -31,12 +30,12 @@ class KtcError(Refusal):
     pass
 
 
-class KtcTarget:
-    type: ClassVar[str] = "ktc"
+class KtcTarget(Target):
+    """Each call opens its own short-lived HTTP client (the agent's address is the spec's), so there is no
+    ``connect``; without the spec there is no agent to ask, so a stop without one finds nothing."""
 
-    def __init__(self, project: ProjectRef, log: Callable[[str], None] = print):
-        self.project = project
-        self.log = log
+    type: ClassVar[str] = "ktc"
+    without_spec: ClassVar[str] = "nothing"
 
     def address(self, spec: DeploymentSpec) -> str:
         if not spec.deploy.address:
@@ -45,10 +44,6 @@ class KtcTarget:
 
     def service_name(self, spec: DeploymentSpec) -> str:
         return self.project.resource_name(spec.deploy.service_name)
-
-    def port(self, spec: DeploymentSpec) -> int:
-        network = spec.deploy.network
-        return (network.container_port if network else None) or DEFAULT_PORT
 
     def start_request(self, spec: DeploymentSpec, image: str) -> dict[str, Any]:
         gpus = ktc_gpus(spec.accelerator_request)
@@ -68,10 +63,11 @@ class KtcTarget:
         target = cls(project)
         return {"POST": f"{target.address(spec)}/start", "body": target.start_request(spec, "<the pushed image, by digest>")}
 
-    def preflight(self, spec: DeploymentSpec) -> None:
+    def preflight(self, spec: DeploymentSpec) -> str:
         """Run by the validate task: the request is buildable and the agent answers."""
         self.start_request(spec, "<image>")
         self.call(spec, "GET", "/status", params={"service_name": self.service_name(spec)})
+        return "the request and the agent's answer"
 
     def call(self, spec: DeploymentSpec, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         url = f"{self.address(spec)}{path}"
@@ -108,8 +104,8 @@ class KtcTarget:
         url = (answer.get("url") or self.default_url(spec)) if state == "running" else None
         return TargetStatus(state, url, message, {"agent": self.address(spec), "reported": reported})
 
-    def stop(self, spec: DeploymentSpec | None) -> list[str]:
-        if spec is None or not spec.deploy.address:
+    def remove(self, spec: DeploymentSpec) -> list[str]:
+        if not spec.deploy.address:
             return []
         if self.status(spec).state == "absent":
             return []

@@ -26,17 +26,16 @@ from cloud_deploy_provider.errors import Refusal
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec, K8s, K8sContainer, K8sPort
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
+from cloud_deploy_provider.targets.base import CONFIG_ANNOTATION, Target
 
 DEFAULT_CONN_ID = "kubernetes_default"
 DEFAULT_NAMESPACE = "default"
-DEFAULT_PORT = 8080
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_OWNER = "cloud-deploy.io/owner"
 LABEL_USER = "cloud-deploy.io/user"
 LABEL_PROJECT = "cloud-deploy.io/project"
 LABEL_SERVICE = "cloud-deploy.io/service"
-ANNOTATION_CONFIG = "cloud-deploy.io/config"
 SHM_VOLUME = "dshm"
 NFS_VOLUME = "nfs"
 LOG_TAIL_LINES = 10
@@ -60,13 +59,16 @@ def _container_name(text: str) -> str:
     return name or "service"
 
 
-class KubernetesTarget:
+class KubernetesTarget(Target):
+    """Everything it creates carries the project's owner label, so a stop without the spec finds it all."""
+
     type: ClassVar[str] = "kubernetes"
+    without_spec: ClassVar[str] = "owned"
+    config_hash_length: ClassVar[int] = 16
 
     def __init__(self, project: ProjectRef, log: Callable[[str], None] = print, hook: Any = None,
                  registry: Any = None):
-        self.project = project
-        self.log = log
+        super().__init__(project, log)
         self._hook = hook
         self._registry = registry
 
@@ -153,8 +155,7 @@ class KubernetesTarget:
         k8s = self.k8s(spec)
         if k8s.containers:
             return k8s.containers
-        network = spec.deploy.network
-        port = (network.container_port if network else None) or DEFAULT_PORT
+        port = self.port(spec)
         mounts = [{"name": v.name, "path": v.mount} for v in k8s.volumes if v.mount]
         if k8s.nfsip:
             mounts.append({"name": NFS_VOLUME, "path": k8s.nfs_mount})
@@ -334,10 +335,11 @@ class KubernetesTarget:
     def describe(cls, project: ProjectRef, spec: DeploymentSpec, settings: Any = None) -> dict[str, Any]:
         return {"manifests": cls(project).manifests(spec, "<the pushed image, by digest>", reveal=False)}
 
-    def preflight(self, spec: DeploymentSpec) -> None:
+    def preflight(self, spec: DeploymentSpec) -> str:
         """Run by the validate task: the manifests build, and the cluster answers with these credentials."""
         self.manifests(spec, "<image>", reveal=False)
         self._call("list deployments", self.apps.list_namespaced_deployment, self.namespace(spec), limit=1)
+        return "the manifests and the cluster's answer"
 
     # ------------------------------------------------------------------ applying
 
@@ -402,13 +404,13 @@ class KubernetesTarget:
 
     def deploy(self, spec: DeploymentSpec, image: ImageRef) -> DeployResult:
         manifests = self.manifests(spec, image.pinned)
-        digest = hashlib.sha256(json.dumps(manifests, sort_keys=True).encode()).hexdigest()[:16]
+        digest = self.config_hash(manifests)
         deployment = next(m for m in manifests if m["kind"] == "Deployment")
-        deployment["metadata"]["annotations"] = {ANNOTATION_CONFIG: digest}
+        deployment["metadata"]["annotations"] = {CONFIG_ANNOTATION: digest}
         namespace = self.namespace(spec)
         current = self._read("Deployment", namespace, self.name(spec))
         unchanged = current is not None and self._owned("Deployment", current) and \
-            (current.metadata.annotations or {}).get(ANNOTATION_CONFIG) == digest
+            (current.metadata.annotations or {}).get(CONFIG_ANNOTATION) == digest
         if unchanged and all(self._read(m["kind"], namespace, m["metadata"]["name"]) for m in manifests):
             self.log(f"{namespace}/{self.name(spec)} already runs this configuration; nothing to change")
             return DeployResult(self.type, self._resources(spec, manifests), self.url(spec), changed=False)
@@ -523,7 +525,7 @@ class KubernetesTarget:
 
     # ------------------------------------------------------------------ stop
 
-    def stop(self, spec: DeploymentSpec | None) -> list[str]:
+    def remove(self, spec: DeploymentSpec | None) -> list[str]:
         """Delete what carries the owner label; a claim only when the spec marks its volume disposable."""
         namespace = self.namespace(spec)
         disposable = {self.claim_name(spec, v.name) for v in self.k8s(spec).volumes if v.disposable} if spec else set()

@@ -1,0 +1,149 @@
+"""The one contract every deploy target implements, and the pieces all targets share.
+
+A target subclasses :class:`Target`, sets ``type`` and whichever capability differs from the
+default, and implements ``connect``, ``deploy``, ``status``, ``remove`` and ``describe``. Callers
+never ask what a target is: they read its declared capabilities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+from cloud_deploy_provider.errors import Refusal
+from cloud_deploy_provider.identity import ProjectRef
+from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
+
+if TYPE_CHECKING:
+    from cloud_deploy_provider.registry import Registry
+    from cloud_deploy_provider.spec import DeploymentSpec
+
+Log = Callable[[str], None]
+Found = TypeVar("Found")
+LOG_TAIL_LINES = 20
+# The label (or tag) that carries a resource's configuration hash: a changed hash means "replace it".
+CONFIG_LABEL = "io.cloud-deploy.config"
+# The same, where keys must be DNS-style prefixes (Kubernetes annotations, Cloud Run annotations).
+CONFIG_ANNOTATION = "cloud-deploy.io/config"
+
+
+class StopNeedsSpec(Refusal):
+    """A target that finds its resources only through the spec was asked to stop without one."""
+
+
+class Target:
+    """A place a project's service runs. One instance serves one project; its client is made on first use.
+
+    Capabilities, each with the default most targets have:
+
+    - ``runs_local_images``: the target runs images from this machine's Docker engine, so it needs
+      no registry, and an image found in the registry is pulled instead of built.
+    - ``advertises_service_host_ip``: the service URL names ``deploy.network.service_host_ip``.
+    - ``without_spec``: what :meth:`stop` does when the deployed spec is unknown: ``"owned"`` (finds
+      everything by the project's owner label), ``"nothing"`` (there is nothing it could find) or
+      ``"refused"`` (it needs the spec to know where to look; ``stop_needs`` says what).
+    - ``default_port``: the container port when ``deploy.network.container_port`` is not given.
+    - :meth:`preflight`, :meth:`image_registry`, :meth:`ready_timeout_seconds`.
+    """
+
+    type: ClassVar[str]
+    runs_local_images: ClassVar[bool] = False
+    advertises_service_host_ip: ClassVar[bool] = False
+    without_spec: ClassVar[Literal["owned", "nothing", "refused"]] = "refused"
+    stop_needs: ClassVar[str] = "where its resources are"
+    default_port: ClassVar[int] = 8080
+    config_hash_length: ClassVar[int] = 32
+
+    def __init__(self, project: ProjectRef, log: Log = print, client: Any = None):
+        self.project = project
+        self.log = log
+        self._client = client
+
+    # ------------------------------------------------------------------ what each target implements
+
+    def connect(self) -> Any:
+        """The target's long-lived client (an API client, a session, a hook), made from the installation's
+        settings on first use of :attr:`client`. A target that opens a client per call has none."""
+        raise NotImplementedError(f"{self.type}: this target opens its clients per call")
+
+    def deploy(self, spec: DeploymentSpec, image: ImageRef) -> DeployResult:
+        """Create or update; running it twice with the same inputs changes nothing."""
+        raise NotImplementedError
+
+    def status(self, spec: DeploymentSpec) -> TargetStatus:
+        """What the target itself reports, readiness included."""
+        raise NotImplementedError
+
+    def remove(self, spec: DeploymentSpec | None) -> list[str]:
+        """Delete what this project created there; returns what was removed. Called by :meth:`stop`, with
+        ``spec`` None only when ``without_spec`` is ``"owned"``."""
+        raise NotImplementedError
+
+    @classmethod
+    def describe(cls, project: ProjectRef, spec: DeploymentSpec, settings: Any = None) -> dict[str, Any]:
+        """The resources a deploy would create, as plain data, without touching the target."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ capabilities with defaults
+
+    def preflight(self, spec: DeploymentSpec) -> str | None:
+        """Check, before anything is built, that the target accepts the spec; returns what was checked.
+
+        The default checks nothing beyond the spec's own validation and returns None.
+        """
+        return None
+
+    @classmethod
+    def image_registry(cls, project: ProjectRef, spec: DeploymentSpec, log: Log) -> Registry | None:
+        """The registry this target runs images from; None: the installation's registry."""
+        return None
+
+    def ready_timeout_seconds(self, spec: DeploymentSpec) -> float:
+        """How long a deploy waits for readiness: ``deploy.readiness.timeout_seconds``, unless the target knows better."""
+        return spec.deploy.readiness.timeout_seconds
+
+    # ------------------------------------------------------------------ shared pieces
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self.connect()
+        return self._client
+
+    def stop(self, spec: DeploymentSpec | None) -> list[str]:
+        """Delete everything this project created there; returns what was removed. Idempotent."""
+        if spec is None and self.without_spec == "nothing":
+            return []
+        if spec is None and self.without_spec == "refused":
+            raise StopNeedsSpec(f"{self.type}: stop needs the deployed spec to know {self.stop_needs}")
+        return self.remove(spec)
+
+    def port(self, spec: DeploymentSpec) -> int:
+        network = spec.deploy.network
+        return (network.container_port if network else None) or self.default_port
+
+    def config_hash(self, data: Any) -> str:
+        """A short, stable hash of what a deploy would create: stored on the resource, it tells "unchanged"."""
+        return config_hash(data, self.config_hash_length)
+
+    def poll_until(self, read: Callable[[], Found], done: Callable[[Found], bool], seconds: float,
+                   interval: float) -> Found:
+        """``read()`` every ``interval`` until ``done`` says so or ``seconds`` pass; the last reading either way."""
+        deadline = time.monotonic() + seconds
+        while True:
+            found = read()
+            if done(found) or time.monotonic() >= deadline:
+                return found
+            time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
+
+
+def config_hash(data: Any, length: int) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:length]
+
+
+def last_lines(lines: Iterable[str], count: int = LOG_TAIL_LINES) -> list[str]:
+    """The last ``count`` lines of a log, trailing white space stripped: what a failure message shows."""
+    return [line.rstrip() for line in list(lines)[-count:]]
