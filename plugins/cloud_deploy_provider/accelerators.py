@@ -6,15 +6,16 @@ Backend.AI slot key in ``deploy.resources`` (``atom-max.device: 1``, as in TANGO
 :func:`request_of` merges them into one :class:`AcceleratorRequest`, refusing contradictions.
 One function per target turns a request into that target's resource names, or raises
 :class:`AcceleratorError` naming the target, the accelerator and what the target offers;
-``TARGET_MAPPINGS`` lists them for the targets whose mapping needs nothing but the request.
+:func:`target_mappings` lists them, as the target registry names them.
 
 Core layer: no airflow imports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 TYPES = ("cpu", "gpu", "npu", "tpu")
 VENDORS = ("nvidia", "amd", "rebellion", "google", "intel")
@@ -286,12 +287,8 @@ def kubernetes_resources(request: AcceleratorRequest) -> dict[str, int]:
     return {name: _whole("kubernetes", request)}
 
 
-TARGET_MAPPINGS = {
-    "docker": docker_devices,
-    "aws-ecs": ecs_resources,
-    "aws-batch": batch_resources,
-    "gcp-cloudrun": cloud_run_gpu,
-    "ktc": ktc_gpus,
-    "compute-session": backendai_slots,
-    "kubernetes": kubernetes_resources,
-}
+def target_mappings() -> dict[str, Callable[[AcceleratorRequest], Any]]:
+    """Each registered target's mapping, for the targets whose mapping needs nothing but the request."""
+    from cloud_deploy_provider.targets import REGISTERED
+
+    return {target.type: globals()[target.accelerators] for target in REGISTERED if target.accelerators}
