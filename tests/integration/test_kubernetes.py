@@ -125,7 +125,7 @@ def test_inference_with_nfs_and_ingress_runs_updates_and_stops(cluster, inferenc
 
 
 def test_gpu_workstation_with_two_containers_volumes_and_a_fixed_node_port(cluster, airflow_db, base_image, tmp_path):
-    """The seed's sshd + jupyter pod; servers stand in for sshd and JupyterHub so the test needs no downloads."""
+    """The GPU-server deployer's sshd + jupyter pod; servers stand in for sshd and JupyterHub so the test needs no downloads."""
     project = Project("k8s-gpu-workstation")
     ssh_port = _free_node_port()
     raid = tmp_path / "raid"

@@ -1,5 +1,5 @@
 """What the kubernetes target renders: validated against the Kubernetes OpenAPI (JSON) schema of the
-client's version, and the shapes the seeds ask for (volumes, sidecars, node ports, GPUs, ingress)."""
+client's version, and the shapes TANGO's Kubernetes deployers ask for (volumes, sidecars, node ports, GPUs, ingress)."""
 
 from __future__ import annotations
 

@@ -39,7 +39,8 @@ TAR_MTIME = 946684800  # 2000-01-01: a fixed time, so the same files always give
 # Creating or updating an endpoint routinely takes 5-15 minutes, longer than the usual readiness timeout.
 READY_SECONDS = 1800
 SETTLE_SECONDS = 900
-# From the SageMaker/AWS Batch guide (seed 003): what a caller can send and how long inference may take.
+# SageMaker's limits, as TANGO's SageMaker / AWS Batch guide quotes them: what a caller can send and how long
+# inference may take.
 LIMITS = {
     "realtime": {"max_payload": "6 MB", "max_inference_time": "60 s"},
     "async": {"max_payload": "6 MB (1 GB through an upload URL)", "max_inference_time": "15 min"},
