@@ -37,10 +37,10 @@ class AwsTarget(Target):
     def name(self, spec: DeploymentSpec) -> str:
         return self.project.resource_name(spec.deploy.service_name)
 
-    @property
-    def owner(self) -> str:
+    @classmethod
+    def owner_of(cls, project: ProjectRef) -> str:
         """The project key in a form AWS tag values accept ('~' is not allowed there)."""
-        return self.project.key.replace("~", "/")
+        return project.key.replace("~", "/")
 
     def labels(self, spec: DeploymentSpec, created: bool = False) -> dict[str, str]:
         labels = {key: value.replace("~", "/") for key, value in self.project.labels(spec.deploy.service_name).items()}

@@ -121,6 +121,15 @@ class Target:
             raise StopNeedsSpec(f"{self.type}: stop needs the deployed spec to know {self.stop_needs}")
         return self.remove(spec)
 
+    @classmethod
+    def owner_of(cls, project: ProjectRef) -> str:
+        """The value that marks a resource as ``project``'s, in a form the platform's labels or tags accept."""
+        return project.key
+
+    @property
+    def owner(self) -> str:
+        return self.owner_of(self.project)
+
     def port(self, spec: DeploymentSpec) -> int:
         network = spec.deploy.network
         return (network.container_port if network else None) or self.default_port

@@ -156,7 +156,7 @@ class ComputeSessionTarget(Target):
         config: dict[str, Any] = {
             "model": model_service.model or self.service_name(spec),
             "model_mount_destination": model_service.mount_destination,
-            "environ": {**spec.deploy.env, OWNER_ENV: self.project.key},
+            "environ": {**spec.deploy.env, OWNER_ENV: self.owner},
             "scaling_group": model_service.scaling_group or settings.scaling_group or "default",
             "resources": self.resource_slots(spec),
         }
@@ -217,7 +217,7 @@ class ComputeSessionTarget(Target):
             if listed.get("name") != name:
                 continue
             endpoint = self.endpoint(str(listed["id"]))
-            if endpoint and _environ(endpoint).get(OWNER_ENV) == self.project.key:
+            if endpoint and _environ(endpoint).get(OWNER_ENV) == self.owner:
                 return endpoint
             self.log(f"Backend.AI service {name} ({listed['id']}) is not this project's; leaving it alone")
         return None

@@ -73,6 +73,10 @@ class CloudRunTarget(Target):
         return GcpSession()
 
     @classmethod
+    def owner_of(cls, project: ProjectRef) -> str:
+        return owner(project)
+
+    @classmethod
     def image_registry(cls, project: ProjectRef, spec: DeploymentSpec, log: Callable[[str], None]) -> Registry:
         """Cloud Run runs images from Artifact Registry, whatever registry the installation uses otherwise."""
         session = GcpSession()
@@ -222,7 +226,7 @@ class CloudRunTarget(Target):
     def deploy(self, spec: DeploymentSpec, image: ImageRef) -> DeployResult:
         wanted = self.service(spec, image.pinned)
         current = self.find(spec)
-        if current is not None and current.labels.get(LABEL_OWNER) != owner(self.project):
+        if current is not None and current.labels.get(LABEL_OWNER) != self.owner:
             raise CloudRunError(f"gcp-cloudrun: service {current.name} exists but was not created by this project")
         if current is not None and self.serves(current, wanted.template.annotations[CONFIG_ANNOTATION]):
             self.log(f"service {current.name} already serves this configuration; nothing to change")
@@ -375,7 +379,7 @@ class CloudRunTarget(Target):
     def remove(self, spec: DeploymentSpec) -> list[str]:
         removed = []
         service = self.find(spec)
-        if service is not None and service.labels.get(LABEL_OWNER) == owner(self.project):
+        if service is not None and service.labels.get(LABEL_OWNER) == self.owner:
             self.client.services.delete_service(name=service.name).result(timeout=DELETE_TIMEOUT_SECONDS)
             self.log(f"deleted Cloud Run service {service.name} and its revisions")
             removed.append(f"cloudrun-service/{service.name}")
