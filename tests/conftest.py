@@ -82,7 +82,7 @@ def base_image(docker_client) -> str:
 @pytest.fixture(scope="session")
 def registry():
     """A real OCI registry (Debian's docker-registry) on a free loopback port."""
-    from cloud_deploy_provider.registry import Registry
+    from cloud_deploy_provider.registries.oci import Registry
 
     if shutil.which("docker-registry") is None:
         pytest.fail("these tests need Debian's docker-registry package (apt-get install docker-registry)")

@@ -20,9 +20,9 @@ def get_provider_info():
             {
                 "integration-name": "Cloud Deploy",
                 "python-modules": [
-                    "cloud_deploy_provider.hooks.docker_engine",
-                    "cloud_deploy_provider.hooks.aws",
-                    "cloud_deploy_provider.hooks.gcp",
+                    "cloud_deploy_provider.clients.docker_engine",
+                    "cloud_deploy_provider.clients.aws",
+                    "cloud_deploy_provider.clients.gcp",
                     "cloud_deploy_provider.hooks.backendai",
                 ],
             }

@@ -18,8 +18,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from cloud_deploy_provider.clients.docker_engine import EngineUser
 from cloud_deploy_provider.errors import Refusal, is_transient
-from cloud_deploy_provider.hooks.docker_engine import EngineUser
 from cloud_deploy_provider.identity import LABEL_KEY
 from cloud_deploy_provider.spec import Batch, DeploymentSpec, Job, Resources
 
@@ -240,7 +240,7 @@ class DockerJobWatch:
         self.seen: list[str] = []
 
     @classmethod
-    def for_trigger(cls, project: Any, spec: DeploymentSpec, log: Any, job: str, container: str,
+    def for_trigger(cls, project: Any, spec: DeploymentSpec, log: Any, connections: Any, job: str, container: str,
                     timeout_seconds: int) -> DockerJobWatch:
         return cls(DockerJobRunner(project, log=log), job, container, timeout_seconds)
 

@@ -218,7 +218,7 @@ class KubernetesJobWatch:
         self.seen: dict[str, list[str]] = {}
 
     @classmethod
-    def for_trigger(cls, project: Any, spec: DeploymentSpec, log: Any, job: str) -> KubernetesJobWatch:
+    def for_trigger(cls, project: Any, spec: DeploymentSpec, log: Any, connections: Any, job: str) -> KubernetesJobWatch:
         found = next(entry for entry in spec.schedule.jobs if entry.name == job)
         return cls(KubernetesJobRunner(project, log=log), spec, found)
 

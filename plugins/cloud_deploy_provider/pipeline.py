@@ -17,7 +17,7 @@ from cloud_deploy_provider.builder import build_image
 from cloud_deploy_provider.catalog import load_catalog
 from cloud_deploy_provider.engine import image_id, pull_image, push_image
 from cloud_deploy_provider.identity import ProjectRef
-from cloud_deploy_provider.registry import Registry, RegistryClient, repository_for, split_reference
+from cloud_deploy_provider.registries.oci import Registry, RegistryClient, repository_for, split_reference
 from cloud_deploy_provider.settings import BuildSettings
 from cloud_deploy_provider.spec import DeploymentSpec, check_project_files, load_spec
 from cloud_deploy_provider.targets import ImageRef, TargetStatus, target_class
@@ -139,11 +139,17 @@ def push(built: BuiltImage, client: Any, registry: Registry | None, deploy_type:
     return BuiltImage(**{**built.to_dict(), "digest": confirmed})
 
 
-def make_target(project: ProjectRef, deploy_type: str, log: Log, **options: Any) -> Target:
-    return target_class(deploy_type)(project, log=log, **options)
+def make_target(project: ProjectRef, deploy_type: str, log: Log, connections: dict[str, str | None] | None = None,
+                **options: Any) -> Target:
+    """The target of ``deploy_type`` for ``project``. ``connections`` maps operator parameters (``aws_conn_id``,
+    ``registry_conn_id``, ...) to connection ids; the target takes the one it declares, and the registry's."""
+    cls, connections = target_class(deploy_type), connections or {}
+    conn_id = connections.get(cls.conn_id_parameter) if cls.conn_id_parameter else None
+    return cls(project, log=log, conn_id=conn_id, registry_conn_id=connections.get("registry_conn_id"), **options)
 
 
-def validate(project: ProjectRef, log: Log, warn: Log | None = None) -> LoadedProject:
+def validate(project: ProjectRef, log: Log, warn: Log | None = None,
+             connections: dict[str, str | None] | None = None) -> LoadedProject:
     """What a run checks before building: the yaml, its files, and that the target accepts the spec.
 
     The legacy forms the yaml was read with go to ``warn`` (default: ``log``) as ``warning: ...``.
@@ -153,7 +159,7 @@ def validate(project: ProjectRef, log: Log, warn: Log | None = None) -> LoadedPr
     log(f"{project.user_id}/{project.project_id}: deploy.type {spec.deploy.type}, service {spec.deploy.service_name}")
     for warning in loaded.warnings:
         (warn or log)(f"warning: {shown_path(project, SPEC_FILE_NAME)}: {warning}")
-    target = make_target(project, spec.deploy.type, log)
+    target = make_target(project, spec.deploy.type, log, connections)
     note = service_host_ip_note(target, spec)
     if note:
         log(note)

@@ -18,7 +18,7 @@ import importlib
 MODULES = (
     "cloud_deploy_provider.pipeline",
     "cloud_deploy_provider.builder",
-    "cloud_deploy_provider.registry",
+    "cloud_deploy_provider.registries.oci",
     "cloud_deploy_provider.errors",
     "cloud_deploy_provider.http_clients",
     "cloud_deploy_provider.targets.docker",

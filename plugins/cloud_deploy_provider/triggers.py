@@ -29,12 +29,14 @@ class TargetStatusTrigger(BaseTrigger):
     :param deadline: epoch seconds after which the wait ends with ``timeout``
     :param poll_interval: seconds between polls (the spec's ``deploy.readiness.interval_seconds``)
     :param until: ``ready`` (a deploy: running or completed) or ``finished`` (a job: completed)
-    :param watch: ``module:Class`` whose ``for_trigger(project, spec, log, **watch_args)`` gives what to poll;
-        default: the target of ``deploy.type``
+    :param watch: ``module:Class`` whose ``for_trigger(project, spec, log, connections, **watch_args)`` gives what
+        to poll; default: the target of ``deploy.type``
+    :param connections: the operator's ``*_conn_id`` parameters (see ``pipeline.make_target``)
     """
 
     def __init__(self, user_id: str, project_id: str, spec: dict[str, Any], deadline: float, poll_interval: float,
-                 until: str = "ready", watch: str | None = None, watch_args: dict[str, Any] | None = None):
+                 until: str = "ready", watch: str | None = None, watch_args: dict[str, Any] | None = None,
+                 connections: dict[str, str | None] | None = None):
         super().__init__()
         self.user_id = user_id
         self.project_id = project_id
@@ -44,13 +46,14 @@ class TargetStatusTrigger(BaseTrigger):
         self.until = until
         self.watch = watch
         self.watch_args = watch_args or {}
+        self.connections = connections or {}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {"user_id": self.user_id, "project_id": self.project_id, "spec": self.spec, "deadline": self.deadline,
              "poll_interval": self.poll_interval, "until": self.until, "watch": self.watch,
-             "watch_args": self.watch_args},
+             "watch_args": self.watch_args, "connections": self.connections},
         )
 
     def _watched(self, spec: Any) -> Any:
@@ -61,10 +64,10 @@ class TargetStatusTrigger(BaseTrigger):
 
         project = ProjectRef(self.user_id, self.project_id)
         if self.watch is None:
-            return make_target(project, spec.deploy.type, self.log.info)
+            return make_target(project, spec.deploy.type, self.log.info, self.connections)
         module, _, name = self.watch.partition(":")
         return getattr(importlib.import_module(module), name).for_trigger(project, spec, self.log.info,
-                                                                           **self.watch_args)
+                                                                           self.connections, **self.watch_args)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from cloud_deploy_provider.errors import is_transient

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from cloud_deploy_provider.registry import repository_path
+from cloud_deploy_provider.registries.oci import repository_path
 from cloud_deploy_provider.spec import load_spec
 from cloud_deploy_provider.status import Status
 from cloud_deploy_provider.targets._aws import AwsTargetError
@@ -60,7 +60,7 @@ def _build_and_push(project, docker_client):
     from cloud_deploy_provider.settings import BuildSettings
 
     loaded = load_project(project.user_id, project.project_id)
-    registry = BatchTarget.image_registry(project.ref, loaded.spec, print)
+    registry = _target(project).image_registry(loaded.spec)
     built = build(loaded, docker_client, BuildSettings.from_env(), registry, print)
     return image_ref(push(built, docker_client, registry, "aws-batch", print).to_dict())
 

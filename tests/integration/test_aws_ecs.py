@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from cloud_deploy_provider.registry import Registry, RegistryClient, split_reference
+from cloud_deploy_provider.registries.oci import Registry, RegistryClient, split_reference
 from cloud_deploy_provider.status import Status
 from tests.aws_proxy import AwsProxy
 from tests.conftest import Project

@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError
 
 from cloud_deploy_provider.api import runs
 from cloud_deploy_provider.identity import LABEL_KEY
-from cloud_deploy_provider.registry import repository_path
+from cloud_deploy_provider.registries.oci import repository_path
 from cloud_deploy_provider.spec import load_spec
 from cloud_deploy_provider.status import Status
 from cloud_deploy_provider.targets import ImageRef

@@ -15,7 +15,7 @@ import yaml
 from fastapi.testclient import TestClient
 
 from cloud_deploy_provider.api.app import create_gateway_app
-from cloud_deploy_provider.registry import Registry, RegistryClient, split_reference
+from cloud_deploy_provider.registries.oci import Registry, RegistryClient, split_reference
 from cloud_deploy_provider.status import Status
 from tests.conftest import REPO, Project
 from tests.integration.test_dags import _dag, _status

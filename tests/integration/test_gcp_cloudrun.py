@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from google.api_core import exceptions
 from google.cloud import run_v2
 
-from cloud_deploy_provider.registry import Registry, RegistryClient, split_reference
+from cloud_deploy_provider.registries.oci import Registry, RegistryClient, split_reference
 from cloud_deploy_provider.status import Status
 from tests.conftest import Project
 from tests.integration.test_dags import _dag, _status
@@ -234,7 +234,7 @@ def test_a_status_poll_reads_the_service_at_most_once_per_cache_window(gcp, clou
 
 @pytest.mark.parametrize("kind", ["keyfile_dict", "key_path", "application_default"])
 def test_each_kind_of_google_credentials_reaches_the_api_and_gets_a_registry_token(gcp, monkeypatch, kind):
-    from cloud_deploy_provider.hooks.gcp import GcpSession
+    from cloud_deploy_provider.clients.gcp import GcpSession
     from cloud_deploy_provider.identity import ProjectRef
     from cloud_deploy_provider.spec import load_spec
     from cloud_deploy_provider.targets.gcp_cloudrun import CloudRunTarget

@@ -7,7 +7,7 @@ import pytest
 
 from cloud_deploy_provider.engine import BuildFailed, PushFailed
 from cloud_deploy_provider.pipeline import build, image_ref, load_project, push, wait_ready
-from cloud_deploy_provider.registry import Registry, RegistryClient, RegistryError, split_reference
+from cloud_deploy_provider.registries.oci import Registry, RegistryClient, RegistryError, split_reference
 from cloud_deploy_provider.settings import BuildSettings, EngineSettings
 from cloud_deploy_provider.targets.docker import DockerTarget
 

@@ -64,7 +64,7 @@ def aws_connection(monkeypatch):
 
 
 def test_bad_connection_defaults_name_the_connection_and_key(aws_connection):
-    from cloud_deploy_provider.hooks.aws import AwsSession, AwsSettingsError
+    from cloud_deploy_provider.clients.aws import AwsSession, AwsSettingsError
 
     aws_connection(subnets=["not-a-subnet"], ecr_registry_endpoint="http://x/y?z")
     with pytest.raises(AwsSettingsError) as error:

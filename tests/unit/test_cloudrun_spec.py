@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from cloud_deploy_provider.cli import main
-from cloud_deploy_provider.hooks.gcp import GcpSession, GcpSettingsError
+from cloud_deploy_provider.clients.gcp import GcpSession, GcpSettingsError
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.spec import SpecError, validate_spec_data
 from cloud_deploy_provider.targets.gcp_cloudrun import CloudRunError, CloudRunTarget

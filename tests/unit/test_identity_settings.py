@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from cloud_deploy_provider.identity import InvalidIdentifier, ProjectRef
-from cloud_deploy_provider.registry import Registry, repository_for, split_reference
+from cloud_deploy_provider.registries.oci import Registry, repository_for, split_reference
 from cloud_deploy_provider.settings import BuildSettings, SettingsError
 
 

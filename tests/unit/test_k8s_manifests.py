@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 
 from cloud_deploy_provider.identity import ProjectRef
-from cloud_deploy_provider.registry import Registry
+from cloud_deploy_provider.registries.oci import Registry
 from cloud_deploy_provider.spec import SpecError, load_spec, validate_spec_data
 from cloud_deploy_provider.targets.kubernetes import KubernetesTarget, KubernetesTargetError
 

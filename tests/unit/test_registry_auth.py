@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cloud_deploy_provider.registry import Registry, RegistryClient, RegistryError
+from cloud_deploy_provider.registries.oci import Registry, RegistryClient, RegistryError
 
 DIGEST = "sha256:" + "ab" * 32
 

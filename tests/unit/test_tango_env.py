@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from cloud_deploy_provider.hooks.aws import AwsSession, AwsSettingsError
+from cloud_deploy_provider.clients.aws import AwsSession, AwsSettingsError
 from cloud_deploy_provider.hooks.backendai import BackendAIHook, BackendAISettingsError
-from cloud_deploy_provider.hooks.gcp import GcpSession, GcpSettingsError
+from cloud_deploy_provider.clients.gcp import GcpSession, GcpSettingsError
 
 CONNECTION_VARIABLES = (
     "AIRFLOW_CONN_BACKENDAI_DEFAULT", "AIRFLOW_CONN_AWS_DEFAULT", "AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT",

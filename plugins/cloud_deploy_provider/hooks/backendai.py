@@ -32,8 +32,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from cloud_deploy_provider import http_clients
 from cloud_deploy_provider.errors import Refusal
-from cloud_deploy_provider.hooks._connection import conn_id_from_env
-from cloud_deploy_provider.hooks.tango_env import backendai_from_env, connection_or_env
+from cloud_deploy_provider.clients.connections import conn_id_from_env
+from cloud_deploy_provider.clients.tango_env import backendai_from_env, connection_or_env
 from cloud_deploy_provider.spec import ModelName
 
 DEFAULT_CONN_ID = "backendai_default"

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseHook, BaseOperator
+from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 MAX_ERROR_CHARS = 4000
@@ -41,21 +41,45 @@ class TaskKilled(BaseException):
     """Airflow is killing the task (its run was stopped): not a failure to record or retry."""
 
 
+CONN_ID_PARAMETERS = ("registry_conn_id", "aws_conn_id", "gcp_conn_id", "kubernetes_conn_id", "backendai_conn_id")
+
+
 class CloudDeployStageOperator(BaseOperator):
     """Runs :meth:`run_stage`; any failure becomes an ``error`` XCom and a clear task error.
+
+    Each ``*_conn_id`` names the Airflow connection for one kind of system; None (the default) reads the
+    installation's ``CLOUD_DEPLOY_*_CONN_ID`` variable, then the provider's default connection id. A
+    target uses the one it needs.
 
     :param user_id: TANGO user id (templated)
     :param project_id: TANGO project id (templated)
     :param validated: what the build (or validate) task returned: the spec, its folder, the image
+    :param registry_conn_id: docker-type connection of the installation's registry (templated;
+        default ``CLOUD_DEPLOY_REGISTRY_CONN_ID``)
+    :param aws_conn_id: AWS connection of the ``aws-*`` targets (templated; default ``CLOUD_DEPLOY_AWS_CONN_ID``,
+        then ``aws_default``)
+    :param gcp_conn_id: Google Cloud connection of Cloud Run (templated; default ``CLOUD_DEPLOY_GCP_CONN_ID``,
+        then ``google_cloud_default``)
+    :param kubernetes_conn_id: Kubernetes connection (templated; default ``CLOUD_DEPLOY_K8S_CONN_ID``, then
+        ``kubernetes_default``)
+    :param backendai_conn_id: Backend.AI connection of compute sessions (templated; default
+        ``CLOUD_DEPLOY_BACKENDAI_CONN_ID``, then ``backendai_default``)
     """
 
-    template_fields: Sequence[str] = ("user_id", "project_id", "validated")
+    template_fields: Sequence[str] = ("user_id", "project_id", "validated", *CONN_ID_PARAMETERS)
 
-    def __init__(self, *, user_id: str, project_id: str, validated: Any = None, **kwargs: Any):
+    def __init__(self, *, user_id: str, project_id: str, validated: Any = None, registry_conn_id: str | None = None,
+                 aws_conn_id: str | None = None, gcp_conn_id: str | None = None, kubernetes_conn_id: str | None = None,
+                 backendai_conn_id: str | None = None, **kwargs: Any):
         super().__init__(**kwargs)
         self.user_id = user_id
         self.project_id = project_id
         self.validated = validated
+        self.registry_conn_id = registry_conn_id
+        self.aws_conn_id = aws_conn_id
+        self.gcp_conn_id = gcp_conn_id
+        self.kubernetes_conn_id = kubernetes_conn_id
+        self.backendai_conn_id = backendai_conn_id
         self.current_stage = self.task_id
         self.stage_seconds: dict[str, float] = {}
 
@@ -141,7 +165,8 @@ class CloudDeployStageOperator(BaseOperator):
                 before_deferring()
             self.defer(trigger=TargetStatusTrigger(self.user_id, self.project_id, spec.to_dict(), deadline,
                                                    spec.deploy.readiness.interval_seconds if until == "ready" else 1.0,
-                                                   until=until, watch=watch, watch_args=watch_args),
+                                                   until=until, watch=watch, watch_args=watch_args,
+                                                   connections=self.connections),
                        method_name=resume)
         return outcome, status
 
@@ -160,6 +185,16 @@ class CloudDeployStageOperator(BaseOperator):
         clean_up()
 
     @property
+    def connections(self) -> dict[str, str | None]:
+        """The ``*_conn_id`` parameters as given (None: the installation's default), for targets and triggers."""
+        return {name: getattr(self, name) for name in CONN_ID_PARAMETERS}
+
+    def target(self, spec: Any) -> Any:
+        from cloud_deploy_provider.pipeline import make_target
+
+        return make_target(self.project, spec.deploy.type, self.log.info, self.connections)
+
+    @property
     def project(self):
         from cloud_deploy_provider.identity import ProjectRef
 
@@ -176,20 +211,13 @@ class CloudDeployStageOperator(BaseOperator):
 
     def registry(self, spec):
         """The target's own registry (ECR for AWS targets), else the installation's registry connection."""
-        from cloud_deploy_provider.registry import Registry
-        from cloud_deploy_provider.settings import EngineSettings
-        from cloud_deploy_provider.targets import target_class
+        from cloud_deploy_provider.registries import installation_registry
 
-        own = target_class(spec.deploy.type).image_registry(self.project, spec, self.log.info)
-        if own is not None:
-            return own
-        conn_id = EngineSettings.from_env().registry_conn_id
-        if not conn_id:
-            return None
-        return Registry.from_connection(BaseHook.get_connection(conn_id))
+        own = self.target(spec).image_registry(spec)
+        return own if own is not None else installation_registry(self.registry_conn_id)
 
     def docker_client(self):
-        from cloud_deploy_provider.hooks.docker_engine import engine_client
+        from cloud_deploy_provider.clients.docker_engine import engine_client
 
         return engine_client()
 
@@ -206,7 +234,7 @@ class CloudDeployValidateOperator(CloudDeployStageOperator):
         from cloud_deploy_provider.pipeline import validate
 
         with self.stage("validate"):
-            return _validated(validate(self.project, self.log.info, self.log.warning))
+            return _validated(validate(self.project, self.log.info, self.log.warning, self.connections))
 
 
 class CloudDeployBuildOperator(CloudDeployStageOperator):
@@ -227,7 +255,7 @@ class CloudDeployBuildOperator(CloudDeployStageOperator):
         from cloud_deploy_provider.settings import BuildSettings
 
         with self.stage("validate"):
-            loaded = validate(self.project, self.log.info, self.log.warning)
+            loaded = validate(self.project, self.log.info, self.log.warning, self.connections)
             registry = self.registry(loaded.spec)
         with self.stage("build"):
             if context is not None:
@@ -266,11 +294,11 @@ class CloudDeployOperator(CloudDeployBuildOperator):
     def run_stage(self, context: Any) -> dict[str, Any]:
         import time
 
-        from cloud_deploy_provider.pipeline import image_ref, make_target
+        from cloud_deploy_provider.pipeline import image_ref
 
         result = self.validated_built_pushed(context)
         spec = self.loaded(result).spec
-        target = make_target(self.project, spec.deploy.type, self.log.info)
+        target = self.target(spec)
         with self.stage("deploy"):
             context["ti"].xcom_push(key="progress", value={"stage": "deploy"})  # TANGO: building -> preparing
             result.update(target.deploy(spec, image_ref(result["image"])).to_dict())
@@ -330,7 +358,6 @@ class CloudUndeployOperator(CloudDeployStageOperator):
         self.spec = spec
 
     def run_stage(self, context: Any) -> dict[str, Any]:
-        from cloud_deploy_provider.pipeline import make_target
         from cloud_deploy_provider.spec import DeploymentSpec, load_spec
         from cloud_deploy_provider.workspace import SPEC_FILE_NAME, shown_path, spec_path
 
@@ -339,7 +366,7 @@ class CloudUndeployOperator(CloudDeployStageOperator):
             spec = DeploymentSpec.model_validate(last_deployed)
         else:
             spec = load_spec(spec_path(self.project), source=shown_path(self.project, SPEC_FILE_NAME))
-        target = make_target(self.project, spec.deploy.type, self.log.info)
+        target = self.target(spec)
         self.wait_for_the_deploy_task()
         removed = target.stop(spec)
         self.log.info("removed %d resource(s): %s", len(removed), ", ".join(removed) or "none (already gone)")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
-from cloud_deploy_provider.ecr import CREATED_BY, delete_repository, ecr_registry
+from cloud_deploy_provider.clients.aws import AwsSession
 from cloud_deploy_provider.errors import Refusal
-from cloud_deploy_provider.hooks.aws import AwsSession
 from cloud_deploy_provider.identity import ProjectRef
-from cloud_deploy_provider.registry import Registry, repository_path
+from cloud_deploy_provider.registries.ecr import CREATED_BY, delete_repository, ecr_registry
+from cloud_deploy_provider.registries.oci import Registry, repository_path
 from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets.base import Target
 
@@ -22,17 +21,18 @@ class AwsTarget(Target):
     """The client is an :class:`AwsSession` (one boto3 client per service); resources are found through the
     spec (cluster, queue, endpoint names), so a stop without it is refused."""
 
+    conn_id_parameter: ClassVar[str] = "aws_conn_id"
+
     def connect(self) -> AwsSession:
-        return AwsSession()
+        return AwsSession(self.conn_id)
 
     def aws(self, service: str) -> Any:
         """The boto3 client for ``service``."""
         return self.client.client(service)
 
-    @classmethod
-    def image_registry(cls, project: ProjectRef, spec: DeploymentSpec, log: Callable[[str], None]) -> Registry:
+    def image_registry(self, spec: DeploymentSpec) -> Registry:
         """AWS targets run images from the account's ECR, whatever registry the installation uses otherwise."""
-        return ecr_registry(AwsSession(), repository_path(spec.build.image_uri, project), project, log)
+        return ecr_registry(self.client, repository_path(spec.build.image_uri, self.project), self.project, self.log)
 
     def name(self, spec: DeploymentSpec) -> str:
         return self.project.resource_name(spec.deploy.service_name)

@@ -18,7 +18,7 @@ from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
 
 if TYPE_CHECKING:
-    from cloud_deploy_provider.registry import Registry
+    from cloud_deploy_provider.registries.oci import Registry
     from cloud_deploy_provider.spec import DeploymentSpec
 
 Log = Callable[[str], None]
@@ -46,6 +46,8 @@ class Target:
       everything by the project's owner label), ``"nothing"`` (there is nothing it could find) or
       ``"refused"`` (it needs the spec to know where to look; ``stop_needs`` says what).
     - ``default_port``: the container port when ``deploy.network.container_port`` is not given.
+    - ``conn_id_parameter``: the operator parameter that names its Airflow connection (``aws_conn_id``, ...);
+      the target gets its value as ``conn_id`` (None: the ``CLOUD_DEPLOY_*_CONN_ID`` variable, then the default).
     - :meth:`preflight`, :meth:`image_registry`, :meth:`ready_timeout_seconds`.
     """
 
@@ -55,12 +57,16 @@ class Target:
     without_spec: ClassVar[Literal["owned", "nothing", "refused"]] = "refused"
     stop_needs: ClassVar[str] = "where its resources are"
     default_port: ClassVar[int] = 8080
+    conn_id_parameter: ClassVar[str | None] = None
     config_hash_length: ClassVar[int] = 32
 
-    def __init__(self, project: ProjectRef, log: Log = print, client: Any = None):
+    def __init__(self, project: ProjectRef, log: Log = print, client: Any = None, conn_id: str | None = None,
+                 registry_conn_id: str | None = None):
         self.project = project
         self.log = log
         self._client = client
+        self.conn_id = conn_id
+        self.registry_conn_id = registry_conn_id
 
     # ------------------------------------------------------------------ what each target implements
 
@@ -96,8 +102,7 @@ class Target:
         """
         return None
 
-    @classmethod
-    def image_registry(cls, project: ProjectRef, spec: DeploymentSpec, log: Log) -> Registry | None:
+    def image_registry(self, spec: DeploymentSpec) -> Registry | None:
         """The registry this target runs images from; None: the installation's registry."""
         return None
 

@@ -18,7 +18,6 @@ changed service is replaced (Backend.AI cannot swap a service's image in place o
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from functools import cached_property
 from typing import Any, ClassVar
 
@@ -75,31 +74,29 @@ class ComputeSessionTarget(Target):
     default_port: ClassVar[int] = 8000
     config_hash_length: ClassVar[int] = 16
 
+    conn_id_parameter: ClassVar[str] = "backendai_conn_id"
+
     @cached_property
     def hook(self):
         from cloud_deploy_provider.hooks.backendai import BackendAIHook
 
-        return BackendAIHook()
+        return BackendAIHook(self.conn_id)
 
     def connect(self) -> Any:
         return self.hook.get_conn()
 
-    @classmethod
-    def image_registry(cls, project: ProjectRef, spec: DeploymentSpec, log: Callable[[str], None]):
+    def image_registry(self, spec: DeploymentSpec):
         """The registry the cluster pulls from: the connection's ``registry_conn_id``, else the installation's."""
-        from airflow.sdk import BaseHook
+        from cloud_deploy_provider.registries import installation_registry, installation_registry_conn_id
 
-        from cloud_deploy_provider.registry import Registry
-        from cloud_deploy_provider.settings import EngineSettings
-
-        hook = cls(project, log).hook
-        conn_id = hook.settings.extra.registry_conn_id or EngineSettings.from_env().registry_conn_id
+        hook = self.hook
+        conn_id = hook.settings.extra.registry_conn_id or installation_registry_conn_id(self.registry_conn_id)
         if not conn_id:
             raise ComputeSessionError(
                 f"compute-session: the cluster pulls images from a registry; set registry_conn_id in the extra "
                 f"of connection {hook.backendai_conn_id!r} (or CLOUD_DEPLOY_REGISTRY_CONN_ID)"
             )
-        return Registry.from_connection(BaseHook.get_connection(conn_id))
+        return installation_registry(conn_id)
 
     # ------------------------------------------------------------------ what it would create
 

@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 import httpx
 
 from cloud_deploy_provider.accelerators import docker_devices
+from cloud_deploy_provider.clients.docker_engine import engine_client
 from cloud_deploy_provider.errors import Refusal, is_transient
-from cloud_deploy_provider.hooks.docker_engine import engine_client
 from cloud_deploy_provider.http_clients import probe_client
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.settings import EngineSettings
@@ -43,8 +43,8 @@ class DockerTarget(Target):
     config_hash_length: ClassVar[int] = 16
 
     def __init__(self, project: ProjectRef, log: Callable[[str], None] = print, client: Any = None,
-                 settings: EngineSettings | None = None):
-        super().__init__(project, log, client)
+                 settings: EngineSettings | None = None, **connections: Any):
+        super().__init__(project, log, client, **connections)
         self.settings = settings or EngineSettings.from_env()
 
     def connect(self) -> Any:

@@ -16,7 +16,10 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from cloud_deploy_provider.accelerators import cloud_run_gpu
-from cloud_deploy_provider.artifact_registry import (
+from cloud_deploy_provider.clients.gcp import GcpSession
+from cloud_deploy_provider.errors import Refusal
+from cloud_deploy_provider.identity import ProjectRef
+from cloud_deploy_provider.registries.artifact_registry import (
     LABEL_OWNER,
     artifact_registry,
     delete_repository,
@@ -24,10 +27,7 @@ from cloud_deploy_provider.artifact_registry import (
     owner,
     repository_of,
 )
-from cloud_deploy_provider.errors import Refusal
-from cloud_deploy_provider.hooks.gcp import GcpSession
-from cloud_deploy_provider.identity import ProjectRef
-from cloud_deploy_provider.registry import Registry
+from cloud_deploy_provider.registries.oci import Registry
 from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
 from cloud_deploy_provider.targets.base import CONFIG_ANNOTATION, Target
@@ -69,8 +69,10 @@ class CloudRunTarget(Target):
     type: ClassVar[str] = "gcp-cloudrun"
     without_spec: ClassVar[str] = "nothing"
 
+    conn_id_parameter: ClassVar[str] = "gcp_conn_id"
+
     def connect(self) -> GcpSession:
-        return GcpSession()
+        return GcpSession(self.conn_id)
 
     @classmethod
     def owner_of(cls, project: ProjectRef) -> str:

@@ -64,11 +64,12 @@ class KubernetesTarget(Target):
 
     type: ClassVar[str] = "kubernetes"
     without_spec: ClassVar[str] = "owned"
+    conn_id_parameter: ClassVar[str] = "kubernetes_conn_id"
     config_hash_length: ClassVar[int] = 16
 
     def __init__(self, project: ProjectRef, log: Callable[[str], None] = print, hook: Any = None,
-                 registry: Any = None):
-        super().__init__(project, log)
+                 registry: Any = None, **connections: Any):
+        super().__init__(project, log, **connections)
         self._hook = hook
         self._registry = registry
 
@@ -78,10 +79,10 @@ class KubernetesTarget(Target):
     def hook(self):
         from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
 
-        from cloud_deploy_provider.hooks._connection import conn_id_from_env
+        from cloud_deploy_provider.clients.connections import conn_id_from_env
 
         return self._hook or KubernetesHook(
-            conn_id=conn_id_from_env("CLOUD_DEPLOY_K8S_CONN_ID", DEFAULT_CONN_ID, KubernetesTargetError)
+            conn_id=self.conn_id or conn_id_from_env("CLOUD_DEPLOY_K8S_CONN_ID", DEFAULT_CONN_ID, KubernetesTargetError)
         )
 
     @cached_property
@@ -105,15 +106,9 @@ class KubernetesTarget(Target):
     @cached_property
     def registry(self):
         """The installation's registry (``CLOUD_DEPLOY_REGISTRY_CONN_ID``): where the cluster pulls from."""
-        if self._registry is not None:
-            return self._registry
-        from airflow.sdk import BaseHook
+        from cloud_deploy_provider.registries import installation_registry
 
-        from cloud_deploy_provider.registry import Registry
-        from cloud_deploy_provider.settings import EngineSettings
-
-        conn_id = EngineSettings.from_env().registry_conn_id
-        return Registry.from_connection(BaseHook.get_connection(conn_id)) if conn_id else None
+        return self._registry if self._registry is not None else installation_registry(self.registry_conn_id)
 
     def namespace(self, spec: DeploymentSpec | None) -> str:
         k8s = spec.deploy.k8s if spec else None

@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from cloud_deploy_provider.hooks._connection import Endpoint, cloud_deploy_defaults, conn_id_from_env
-from cloud_deploy_provider.hooks.tango_env import connection_or_env, gcp_from_env
+from cloud_deploy_provider.clients.connections import Endpoint, cloud_deploy_defaults, conn_id_from_env
+from cloud_deploy_provider.clients.tango_env import connection_or_env, gcp_from_env
 from cloud_deploy_provider.spec import GcpProjectId, GcpRegion, GcpRepositoryId, GcpServiceAccount
 
 DEFAULT_CONN_ID = "google_cloud_default"

@@ -15,9 +15,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cloud_deploy_provider.hooks.gcp import GcpSession
+from cloud_deploy_provider.clients.gcp import GcpSession
 from cloud_deploy_provider.identity import ProjectRef
-from cloud_deploy_provider.registry import Registry, split_reference
+from cloud_deploy_provider.registries.oci import Registry, split_reference
 from cloud_deploy_provider.spec import DeploymentSpec
 
 LABEL_OWNER = "cloud-deploy-owner"

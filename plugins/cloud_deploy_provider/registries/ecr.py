@@ -3,16 +3,16 @@
 The repository is created on first use (scan on push, tags mutable unless the connection asks
 for immutable ones) and tagged with the project, so stop deletes only repositories this project
 created. Pushes log in with ``GetAuthorizationToken``; the digest is then confirmed with the
-same OCI manifest HEAD as any registry (:mod:`cloud_deploy_provider.registry`).
+same OCI manifest HEAD as any registry (:mod:`cloud_deploy_provider.registries.oci`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from cloud_deploy_provider.hooks.aws import AwsSession
+from cloud_deploy_provider.clients.aws import AwsSession
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
-from cloud_deploy_provider.registry import Registry
+from cloud_deploy_provider.registries.oci import Registry
 
 CREATED_BY = "io.cloud-deploy.created-by"
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from cloud_deploy_provider.hooks._connection import Endpoint, cloud_deploy_defaults, conn_id_from_env
-from cloud_deploy_provider.hooks.tango_env import aws_from_env, stored_connection
+from cloud_deploy_provider.clients.connections import Endpoint, cloud_deploy_defaults, conn_id_from_env
+from cloud_deploy_provider.clients.tango_env import aws_from_env, stored_connection
 from cloud_deploy_provider.spec import (
     AwsResourceName,
     EnabledDisabled,
