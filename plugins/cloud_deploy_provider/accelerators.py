@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from cloud_deploy_provider.errors import UserError
+
 TYPES = ("cpu", "gpu", "npu", "tpu")
 VENDORS = ("nvidia", "amd", "rebellion", "google", "intel")
 # What each vendor makes; the first vendor of a type is its default.
@@ -50,7 +52,7 @@ BACKENDAI_SLOTS = {
 }
 
 
-class AcceleratorError(ValueError):
+class AcceleratorError(UserError):
     """A request is contradictory, or a target cannot provide it."""
 
 

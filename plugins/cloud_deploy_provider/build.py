@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from cloud_deploy_provider.catalog import BaseImage, Catalog
+from cloud_deploy_provider.errors import UserError
 from cloud_deploy_provider.settings import BuildSettings
 from cloud_deploy_provider.spec import DeploymentSpec, check_project_files
 from cloud_deploy_provider.workspace import SPEC_FILE_NAME
@@ -40,7 +41,7 @@ rm -rf /var/lib/apt/lists/*
 """
 
 
-class ProjectFileError(ValueError):
+class ProjectFileError(UserError):
     """A file in the project folder cannot be shipped safely."""
 
 

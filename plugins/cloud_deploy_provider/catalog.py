@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from cloud_deploy_provider.errors import UserError
 from cloud_deploy_provider.spec import DeploymentSpec
 
 DEFAULT_CATALOG = "base_images.yaml"
@@ -20,7 +21,7 @@ _IMAGE_REF = re.compile(
 _INTERPRETER = re.compile(r"^(?:/[A-Za-z0-9._-]+)*/?[A-Za-z0-9._-]+$")
 
 
-class CatalogError(ValueError):
+class CatalogError(UserError):
     """The catalog is malformed, or none of its images fits the spec."""
 
 

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from cloud_deploy_provider.jobs import JOB_TARGETS
+
 
 def _load(path: Path, legacy_forms: list[str] | None = None):
     """The spec and its folder; messages name the yaml relative to the shared root when it is under it."""
@@ -41,6 +43,7 @@ def render(args: argparse.Namespace) -> int:
     from cloud_deploy_provider.catalog import load_catalog
     from cloud_deploy_provider.identity import ProjectRef
     from cloud_deploy_provider.settings import BuildSettings, EngineSettings
+    from cloud_deploy_provider.jobs import job_runner_class
     from cloud_deploy_provider.targets import target_class
 
     warnings: list[str] = []
@@ -58,12 +61,10 @@ def render(args: argparse.Namespace) -> int:
     print(f"# {spec.deploy.type} target resources")
     print(json.dumps(target.describe(project, spec, EngineSettings.from_env()), indent=2))
     for job in spec.schedule.jobs if spec.schedule else []:
-        if job.target == "kubernetes":
-            from cloud_deploy_provider.kubernetes_jobs import KubernetesJobRunner
-
-            print(f"# kubernetes job {job.name}")
-            manifest = KubernetesJobRunner(project).job_manifest(spec, job, job.image or "<the pushed image, by digest>")
-            print(json.dumps(manifest, indent=2))
+        described = job_runner_class(job.target).describe(project, spec, job)
+        if described is not None:
+            print(f"# {job.target} job {job.name}")
+            print(json.dumps(described, indent=2))
     return 0
 
 
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument("--gpu-count", type=int, default=0)
     create.add_argument("--retries", type=int, default=0)
     create.add_argument("--timeout", type=int, default=3600, help="seconds")
-    create.add_argument("--target", default="docker", help="where it runs: docker, kubernetes or aws-batch")
+    create.add_argument("--target", default="docker", help=f"where it runs: {', '.join(JOB_TARGETS)}")
     create.add_argument("command", nargs=argparse.REMAINDER)
     create.set_defaults(function=create_job)
     serve = commands.add_parser("gateway", help="serve the TANGO REST API on its own (port 8890)")

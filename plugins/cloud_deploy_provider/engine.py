@@ -13,19 +13,19 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from cloud_deploy_provider.errors import ENGINE_AWAY
+from cloud_deploy_provider.errors import ENGINE_AWAY, TargetError, TransientError
 
 Log = Callable[[str], None]
 STEP_OUTPUT_LINES = 40
 
 
-class EngineError(RuntimeError):
-    """The Docker engine reported a failure."""
+class EngineError(TargetError):
+    """The Docker engine reported a failure; whether a retry helps depends on its cause."""
 
     retryable: bool | None = None  # see cloud_deploy_provider.errors
 
 
-class EngineUnreachable(EngineError):
+class EngineUnreachable(EngineError, TransientError):
     """No answer from the Docker engine (stopped, restarting): worth a retry."""
 
     retryable = True

@@ -50,21 +50,44 @@ _TRANSPORT = {
 }
 
 
-class Refusal(RuntimeError):
-    """A target, registry or service refused, or failed in a way a retry does not change.
+class CloudDeployError(Exception):
+    """The root of every error this package raises on purpose; anything else that reaches a caller is a bug.
+
+    ``retryable`` says whether trying again may help (None: judge by the cause, see :func:`is_transient`).
+    """
+
+    retryable: bool | None = None
+
+
+class UserError(CloudDeployError, ValueError):
+    """The request, the spec or the installation's configuration is wrong, or asks for what cannot be done
+    (a refusal): it fails at once and is never retried. The REST API answers 400; operators fail the task
+    with ``AirflowFailException``."""
+
+    retryable = False
+
+
+class TargetError(CloudDeployError, RuntimeError):
+    """A target, registry, engine or service refused or failed.
 
     Raise it with ``status=`` (the HTTP status of the answer) or ``retryable=True`` (the other side
-    was unreachable or overloaded) when trying again may succeed.
+    was unreachable or overloaded) when trying again may succeed; by default it is final.
     """
 
     retryable: bool | None = False
 
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool | None = None):
-        super().__init__(message)
+    def __init__(self, message: str, *args: object, status: int | None = None, retryable: bool | None = None):
+        super().__init__(message, *args)
         if status is not None:
             self.retryable = retryable_status(status)
         if retryable is not None:
             self.retryable = retryable
+
+
+class TransientError(TargetError):
+    """The other side was unreachable, overloaded or went away mid-call: retried with backoff."""
+
+    retryable = True
 
 
 def retryable_status(status: int) -> bool:
@@ -107,13 +130,12 @@ def _verdict(error: BaseException) -> bool | None:
         return code in _AWS_TRANSIENT_CODES
     if ("airflow", "AirflowFailException") in names:
         return False
-    retryable = getattr(error, "retryable", None)  # this package's errors say so themselves
-    if retryable is not None:
-        return bool(retryable)
+    if isinstance(error, CloudDeployError) and error.retryable is not None:
+        return bool(error.retryable)  # this package's errors say so themselves
     if isinstance(error, (ConnectionError, TimeoutError)):
         return True
     if isinstance(error, ValueError):
-        return False  # every user-facing error of this package is a ValueError: spec, settings, identifiers
+        return False  # a library's complaint about a value (pydantic, yaml): what was asked is wrong
     if ("airflow", "AirflowException") in names and ENGINE_AWAY.search(str(error)):
         return True  # the docker provider's hook: "Failed to establish connection to any given Docker hosts."
     return None

@@ -10,6 +10,8 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from cloud_deploy_provider.errors import UserError
+
 IDENTIFIER_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9])?$"
 _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 
@@ -20,7 +22,7 @@ LABEL_SERVICE = f"{LABEL_PREFIX}.service"
 LABEL_KEY = f"{LABEL_PREFIX}.key"
 
 
-class InvalidIdentifier(ValueError):
+class InvalidIdentifier(UserError):
     """A user_id or project_id that does not follow the identifier grammar."""
 
 

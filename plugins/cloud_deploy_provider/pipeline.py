@@ -16,6 +16,7 @@ from cloud_deploy_provider.build import render_build
 from cloud_deploy_provider.builder import build_image
 from cloud_deploy_provider.catalog import load_catalog
 from cloud_deploy_provider.engine import image_id, pull_image, push_image
+from cloud_deploy_provider.errors import TargetError
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.registries.oci import Registry, RegistryClient, repository_for, split_reference
 from cloud_deploy_provider.settings import BuildSettings
@@ -27,7 +28,7 @@ from cloud_deploy_provider.workspace import SPEC_FILE_NAME, project_dir, shown_p
 Log = Callable[[str], None]
 
 
-class DeploymentFailed(RuntimeError):
+class DeploymentFailed(TargetError):
     """The service failed, or was not ready by its deadline: a retry would wait for the same thing."""
 
     retryable = False
@@ -90,7 +91,7 @@ def build(
         log(f"{reference} is already in the engine (build key unchanged): build skipped")
         return BuiltImage(image_id=existing, skipped="engine", **common)
     if registry is not None:
-        digest = _registry_digest(registry, repository, tag)
+        digest = registry_digest(registry, repository, tag)
         if digest:
             log(f"{reference} is already in the registry ({digest}): build and push skipped")
             if target_class(spec.deploy.type).runs_local_images:
@@ -103,7 +104,7 @@ def build(
     return BuiltImage(image_id=built_id, **common)
 
 
-def _registry_digest(registry: Registry, repository: str, tag: str) -> str | None:
+def registry_digest(registry: Registry, repository: str, tag: str) -> str | None:
     _, path, _ = split_reference(repository + ":" + tag)
     client = RegistryClient(registry)
     try:
@@ -125,12 +126,12 @@ def push(built: BuiltImage, client: Any, registry: Registry | None, deploy_type:
     if built.skipped == "registry":
         return built
     repository, tag = built.reference.rsplit(":", 1)
-    already = _registry_digest(registry, repository, tag)
+    already = registry_digest(registry, repository, tag)
     if already:
         log(f"{built.reference} is already in the registry ({already}): push skipped")
         return BuiltImage(**{**built.to_dict(), "digest": already})
     reported = push_image(client, repository, tag, registry.auth_config(), log)
-    confirmed = _registry_digest(registry, repository, tag)
+    confirmed = registry_digest(registry, repository, tag)
     if confirmed is None:
         raise DeploymentFailed(f"push of {built.reference} reported success but the registry has no such manifest")
     if reported and reported != confirmed:

@@ -23,7 +23,9 @@ from typing import Any
 
 from airflow.sdk import DAG
 
+from cloud_deploy_provider.errors import UserError
 from cloud_deploy_provider.identity import InvalidIdentifier, ProjectRef
+from cloud_deploy_provider.jobs import JOB_RUNNERS, run_timeout_seconds
 from cloud_deploy_provider.spec import DeploymentSpec, SpecError, load_spec
 from cloud_deploy_provider.workspace import SPEC_FILE_NAME, shown_as_shared
 
@@ -43,7 +45,7 @@ class BrokenProject:
     problem: str
 
 
-class ScheduleError(ValueError):
+class ScheduleError(UserError):
     """deployment.yaml files with a schedule that cannot be read; each line names its file."""
 
 
@@ -127,25 +129,17 @@ def _job_dag(project: ScheduledProject, job: Any) -> DAG:
     ref = project.ref
     ids = {"user_id": ref.user_id, "project_id": ref.project_id}
     description = f"Batch job {job.name} of {ref.user_id}/{ref.project_id}"
-    on_docker = job.target == "docker"  # Kubernetes and AWS Batch retry and stop a job themselves
+    runner = JOB_RUNNERS[job.target]
     with _scheduled_dag(job_dag_id(ref, job.name), description, job.cron, "job") as dag:
         # a job with its own image needs no build: validate only, then run
         first = (CloudDeployValidateOperator(task_id="validate", **ids, **retry_arguments()) if job.image
                  else CloudDeployBuildOperator(task_id="build", **ids, **retry_arguments()))
         CloudJobOperator(
             task_id="run", job=job.name, validated=first.output,
-            retries=job.retries if on_docker else 0, execution_timeout=timedelta(seconds=_run_timeout(job)), **ids,
+            retries=0 if runner.retries_itself else job.retries,
+            execution_timeout=timedelta(seconds=run_timeout_seconds(job)), **ids,
         )
     return dag  # the XCom argument chains build (or validate) -> run
-
-
-def _run_timeout(job: Any) -> int:
-    """What the run task may take: the job's timeout plus room for pulling, cleaning up and, on Batch, attempts."""
-    if job.target == "docker":
-        return job.timeout_seconds + 120
-    if job.target == "kubernetes":  # activeDeadlineSeconds covers all attempts
-        return job.timeout_seconds + 300
-    return (job.retries + 1) * max(60, job.timeout_seconds) + 300
 
 
 def _broken_dag(broken: list[BrokenProject], root: Path) -> DAG:

@@ -12,12 +12,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloud_deploy_provider.errors import UserError
+
 _URL = re.compile(r"^https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/%+-]*)?$")
 _NETWORK_MODE = re.compile(r"^(?:host|bridge|none|default)$")
 _CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError):
     """A ``CLOUD_DEPLOY_*`` variable holds a value that cannot be used."""
 
 

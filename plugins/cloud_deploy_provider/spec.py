@@ -38,6 +38,9 @@ from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 
 from cloud_deploy_provider.accelerators import TYPE_ALIASES, AcceleratorError, AcceleratorRequest, request_of
+from cloud_deploy_provider.errors import UserError
+from cloud_deploy_provider.jobs import JOB_RUNNERS, JOB_TARGETS
+from cloud_deploy_provider.targets import TARGET_TYPES
 
 __all__ = [
     "KNOWN_DEPLOY_TYPES",
@@ -76,16 +79,7 @@ __all__ = [
 
 MAX_SPEC_BYTES = 256 * 1024
 MAX_YAML_DEPTH = 32
-KNOWN_DEPLOY_TYPES = (
-    "docker",
-    "gcp-cloudrun",
-    "aws-ecs",
-    "aws-sagemaker",
-    "aws-batch",
-    "compute-session",
-    "kubernetes",
-    "ktc",
-)
+KNOWN_DEPLOY_TYPES = TARGET_TYPES
 ARCHITECTURES = ("x86", "x86_64", "amd64", "arm", "arm64", "aarch64")
 PLATFORM_OS = "linux"
 AcceleratorType = Literal["cpu", "gpu", "npu", "tpu"]
@@ -98,7 +92,7 @@ ATP_WARNING = (
 )
 
 
-class SpecError(ValueError):
+class SpecError(UserError):
     """Every problem found, each as 'dotted.path: message a user can act on'."""
 
     def __init__(self, problems: str | Iterable[str]) -> None:
@@ -908,7 +902,7 @@ class Job(_SpecModel):
     resources: JobResources = Field(default_factory=JobResources)
     retries: Annotated[int, _ranged(integer=True, low=0, high=10)] = 0
     timeout_seconds: Annotated[int, _ranged(integer=True, low=1, high=7 * 24 * 3600)] = 3600
-    target: Annotated[str, _one_of(("docker", "kubernetes", "aws-batch"), "job target")] = "docker"
+    target: Annotated[str, _one_of(JOB_TARGETS, "job target")] = "docker"
 
 
 class Schedule(_SpecModel):
@@ -937,11 +931,12 @@ class DeploymentSpec(_SpecModel):
     schedule: Schedule | None = None
 
     @model_validator(mode="after")
-    def _batch_jobs_have_an_image_in_ecr(self) -> "DeploymentSpec":
+    def _jobs_can_pull_the_project_image(self) -> "DeploymentSpec":
         for index, job in enumerate(self.schedule.jobs if self.schedule else []):
-            if job.target == "aws-batch" and job.image is None and self.deploy.type != "aws-batch":
-                _fail(f"schedule.jobs[{index}]: an aws-batch job runs the project's own image only when deploy.type "
-                      "is aws-batch (the image is then pushed to ECR); otherwise give the job an image")
+            needs = JOB_RUNNERS[job.target].own_image_needs
+            if needs and job.image is None and self.deploy.type != needs[0]:
+                _fail(f"schedule.jobs[{index}]: an {job.target} job runs the project's own image only when deploy.type "
+                      f"is {needs[0]} ({needs[1]}); otherwise give the job an image")
         return self
 
     @model_validator(mode="after")

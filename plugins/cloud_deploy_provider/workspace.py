@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 from pathlib import Path, PurePosixPath
 
+from cloud_deploy_provider.errors import UserError
 from cloud_deploy_provider.identity import ProjectRef
 
 SPEC_FILE_NAME = "deployment.yaml"
 DEFAULT_SHARED_ROOT = "/shared"
 
 
-class WorkspaceError(ValueError):
+class WorkspaceError(UserError):
     """The project folder is missing or not where it must be."""
 
 

@@ -218,3 +218,25 @@ def test_a_scheduled_job_runs_on_aws_batch_and_leaves_no_job_definition(batch_pr
     result = _xcom(failed, "run", "job")
     assert (result["state"], result["exit_code"]) == ("failed", 1) and "missing.json" in result["message"], result
     assert _active_definitions(aws, _target(batch_project).project.resource_name("job-broken")) == []
+
+
+def test_a_batch_jobs_command_runs_instead_of_the_images_entrypoint(batch_project, aws, docker_client):
+    """A job definition has a command but no entrypoint, and Docker appends the command to the image's
+    ENTRYPOINT (here ``python3 predict_batch.py``): the job runs from a copy of the project's image without one."""
+    from cloud_deploy_provider.scheduled import job_dag_id
+    from tests.integration.test_scheduled import _dagbag, _xcom
+
+    code = "import json, sys; print('classes:', *json.load(open('model.json'))['classes']); sys.exit(7)"
+    jobs = [{"name": "other", "cron": "@daily", "target": "aws-batch", "command": ["python3", "-c", code]}]
+    batch_project.edit(lambda spec: spec.__setitem__("schedule", {"jobs": jobs}))
+    run = _dagbag().dags[job_dag_id(batch_project.ref, "other")].test()
+
+    assert run.state == "failed"
+    result = _xcom(run, "run", "job")
+    assert (result["state"], result["exit_code"]) == ("failed", 7), result
+    assert "classes: setosa versicolor virginica" in result["message"], result
+    pushed = _xcom(run, "build")["image"]
+    copies = [tag for image in docker_client.images(pushed["reference"].rsplit(":", 1)[0])
+              for tag in image["RepoTags"] or [] if ":cmd-" in tag]
+    assert copies and docker_client.inspect_image(copies[0])["Config"]["Entrypoint"] in (None, [""])  # [""]: none
+    assert _active_definitions(aws, batch_project.ref.resource_name("job-other")) == []

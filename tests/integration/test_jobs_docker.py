@@ -11,7 +11,8 @@ import docker
 import pytest
 
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
-from cloud_deploy_provider.jobs import JOB_LABEL, DockerJobRunner, JobError
+from cloud_deploy_provider.jobs.base import JobError
+from cloud_deploy_provider.jobs.docker import JOB_LABEL, DockerJobRunner
 
 
 class Log(list):

@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from cloud_deploy_provider.identity import ProjectRef
-from cloud_deploy_provider.kubernetes_jobs import LABEL_JOB, KubernetesJobRunner
+from cloud_deploy_provider.jobs.kubernetes import LABEL_JOB, KubernetesJobRunner
 from cloud_deploy_provider.scheduled import job_dag_id
 from cloud_deploy_provider.spec import DeploymentSpec, Job
 from cloud_deploy_provider.targets.kubernetes import LABEL_OWNER, owner_value

@@ -128,3 +128,43 @@ def _fail_exception():
     from airflow.sdk.exceptions import AirflowFailException
 
     return AirflowFailException("no")
+
+
+def _package_exceptions() -> list[type[BaseException]]:
+    """Every exception class this package defines, found by importing each of its modules."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import cloud_deploy_provider
+
+    found = set()
+    for module in pkgutil.walk_packages(cloud_deploy_provider.__path__, "cloud_deploy_provider."):
+        loaded = importlib.import_module(module.name)
+        for _, value in inspect.getmembers(loaded, inspect.isclass):
+            if issubclass(value, BaseException) and value.__module__.startswith("cloud_deploy_provider"):
+                found.add(value)
+    return sorted(found, key=lambda kind: f"{kind.__module__}.{kind.__qualname__}")
+
+
+def test_every_error_of_the_package_has_one_root_and_says_whose_fault_it_is():
+    from cloud_deploy_provider.errors import CloudDeployError, TargetError, UserError
+    from cloud_deploy_provider.operators.cloud_deploy import TaskKilled
+
+    kinds = [kind for kind in _package_exceptions() if kind is not TaskKilled]  # a BaseException: it ends the task
+    assert len(kinds) > 25
+    rootless = [kind.__qualname__ for kind in kinds if not issubclass(kind, CloudDeployError)]
+    assert rootless == []
+    unsorted = [kind.__qualname__ for kind in kinds if kind not in (CloudDeployError,)
+                and not issubclass(kind, (UserError, TargetError)) and kind.__name__ != "RunAlreadyExists"]
+    assert unsorted == []
+
+
+def test_user_errors_are_value_errors_never_retried_and_target_errors_say_whether_a_retry_helps():
+    from cloud_deploy_provider.errors import TargetError, TransientError, UserError
+
+    assert isinstance(UserError("bad"), ValueError) and is_transient(UserError("bad")) is False
+    assert is_transient(TargetError("refused")) is False
+    assert is_transient(TargetError("throttled", status=429)) is True
+    assert is_transient(TargetError("not found", status=404)) is False
+    assert is_transient(TransientError("away")) is True

@@ -150,7 +150,7 @@ def test_render_prints_the_manifests_without_calling_the_cluster(capsys, monkeyp
 
 
 def test_a_scheduled_kubernetes_job_is_a_valid_job_of_the_clients_version(monkeypatch):
-    from cloud_deploy_provider.kubernetes_jobs import LABEL_JOB, KubernetesJobRunner
+    from cloud_deploy_provider.jobs.kubernetes import LABEL_JOB, KubernetesJobRunner
     from cloud_deploy_provider.settings import SettingsError
     from cloud_deploy_provider.spec import Job
     from cloud_deploy_provider.targets.kubernetes import LABEL_OWNER, owner_value

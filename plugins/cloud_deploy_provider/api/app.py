@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import gc
 import hmac
+import logging
 import os
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from cloud_deploy_provider.api import deployments
+from cloud_deploy_provider.errors import UserError
 from cloud_deploy_provider.identity import IDENTIFIER_PATTERN
 from cloud_deploy_provider.status import Status
 
+log = logging.getLogger(__name__)
 UserId = Query(..., description="TANGO user id", max_length=64)
 ProjectId = Query(..., description="TANGO project id", max_length=64)
 
@@ -44,11 +47,17 @@ def gateway_token_dependency(expected: str | None = None):
     return check
 
 
-def _call(function, *args) -> Any:
-    try:
-        return function(*args)
-    except deployments.Rejected as rejected:
-        raise HTTPException(status_code=rejected.status_code, detail=rejected.detail) from None
+async def _rejected(request: Request, error: UserError) -> JSONResponse:
+    """A refusal with its own status (404, 409, 503), else any user error: 400, ``{"detail": ...}``."""
+    status = error.status_code if isinstance(error, deployments.Rejected) else 400
+    return JSONResponse({"detail": str(error)}, status_code=status)
+
+
+async def _bug(request: Request, error: Exception) -> JSONResponse:
+    """Whatever is not a :class:`UserError` or a refusal with its status is a bug of the server: 500, logged."""
+    log.error("%s %s failed", request.method, request.url.path, exc_info=error)
+    return JSONResponse({"detail": f"internal error ({type(error).__name__}); the server's log has the details"},
+                        status_code=500)
 
 
 def create_app(dependencies: Sequence[Any] = (), root_path: str = "", lifespan: Any = None) -> FastAPI:
@@ -60,6 +69,7 @@ def create_app(dependencies: Sequence[Any] = (), root_path: str = "", lifespan: 
         dependencies=list(dependencies),
         root_path=root_path,
         lifespan=lifespan,
+        exception_handlers={UserError: _rejected, Exception: _bug},
     )
 
     @app.get("/", response_class=Response, summary="Hello")
@@ -68,22 +78,22 @@ def create_app(dependencies: Sequence[Any] = (), root_path: str = "", lifespan: 
 
     @app.get("/start", response_class=PlainTextResponse, summary="Validate deployment.yaml and start a deploy run")
     async def start(user_id: str = UserId, project_id: str = ProjectId) -> str:
-        project = _call(deployments.project_ref, user_id, project_id)
-        await run_in_threadpool(_call, deployments.start, project)
+        project = deployments.project_ref(user_id, project_id)
+        await run_in_threadpool(deployments.start, project)
         return "started"
 
     @app.get("/stop", response_class=PlainTextResponse, summary="Stop the service and remove what it created",
              description="Answers at once: `finished` when nothing is deployed any more, else `stopping` while "
              "the undeploy run removes everything; `/status_request` then says `stopping` until `stopped`.")
     async def stop(user_id: str = UserId, project_id: str = ProjectId) -> str:
-        project = _call(deployments.project_ref, user_id, project_id)
-        status = await run_in_threadpool(_call, deployments.stop, project)
+        project = deployments.project_ref(user_id, project_id)
+        status = await run_in_threadpool(deployments.stop, project)
         return "finished" if status == Status.STOPPED else status.value
 
     @app.get("/status_request", response_class=PlainTextResponse, summary="The bare status word",
              description="One of " + ", ".join(f"`{word.value}`" for word in Status) + ".")
     async def status_request(user_id: str = UserId, project_id: str = ProjectId) -> str:
-        project = _call(deployments.project_ref, user_id, project_id)
+        project = deployments.project_ref(user_id, project_id)
         status = deployments.status_in_memory(project)  # the common case: no thread, no database
         if status is None:
             status = await run_in_threadpool(deployments.served_status, project)
@@ -103,7 +113,7 @@ def create_app(dependencies: Sequence[Any] = (), root_path: str = "", lifespan: 
 
     @app.get("/deployments/{user_id}/{project_id}", summary="Status detail: stage, url, image, error, run ids")
     async def deployment_detail(user_id: str, project_id: str) -> dict[str, Any]:
-        project = _call(deployments.project_ref, user_id, project_id)
+        project = deployments.project_ref(user_id, project_id)
         status = await run_in_threadpool(deployments.current_status, project)
         if status is None:
             raise HTTPException(status_code=404, detail="Service not found")

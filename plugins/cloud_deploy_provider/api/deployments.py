@@ -10,13 +10,14 @@ from typing import Any
 
 from cloud_deploy_provider.api import runs
 from cloud_deploy_provider.api.index import deployment_index
+from cloud_deploy_provider.errors import UserError
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.status import ACTIVE_STATUSES, DeploymentStatus, RunSnapshot, Status
 
 LIVE_CHECK_TTL_SECONDS = 5.0
 
 
-class Rejected(Exception):
+class Rejected(UserError):
     """The request cannot be carried out; ``status_code`` and ``detail`` say why."""
 
     def __init__(self, status_code: int, detail: str):
@@ -188,7 +189,7 @@ def start(project: ProjectRef, user_name: str | None = None) -> str:
 
     try:
         load_project(project.user_id, project.project_id)
-    except Exception as error:
+    except UserError as error:  # anything else is a bug: a 500 with its traceback in the log, not "bad input"
         raise Rejected(400, str(error)) from None
     with _project_lock(project):
         status = current_status(project)

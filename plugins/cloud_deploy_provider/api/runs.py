@@ -15,6 +15,7 @@ import re
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from cloud_deploy_provider.errors import CloudDeployError, TransientError
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.status import RunSnapshot
 
@@ -24,12 +25,12 @@ RUN_KIND = {DEPLOY_DAG: "deploy", UNDEPLOY_DAG: "undeploy"}
 _SEQUENCE = re.compile(r"~(\d+)$")
 
 
-class RunAlreadyExists(RuntimeError):
-    pass
+class RunAlreadyExists(CloudDeployError):
+    """Another process queued the same run id first: the run the caller wanted exists."""
 
 
-class DagNotLoaded(RuntimeError):
-    pass
+class DagNotLoaded(TransientError):
+    """The DAG is not in the metadata database yet (the dag-processor has not parsed it): try again shortly."""
 
 
 def _run_prefix(dag_id: str, project: ProjectRef) -> str:

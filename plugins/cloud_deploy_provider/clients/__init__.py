@@ -3,3 +3,32 @@ client per service), Google Cloud, the ``extra.cloud_deploy`` defaults, and TANG
 
 None of these is an Airflow hook (those live in ``hooks/``); each reads its Airflow connection once.
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+class PlatformUser:
+    """One project's use of one platform (a deploy target, a job runner): where it logs, the connection ids
+    it was given (None: the installation's defaults), and its client, made by :meth:`connect` on first use
+    (or the one passed in)."""
+
+    def __init__(self, project: Any, log: Callable[[str], None] = print, client: Any = None,
+                 conn_id: str | None = None, registry_conn_id: str | None = None):
+        self.project = project
+        self.log = log
+        self._client = client
+        self.conn_id = conn_id
+        self.registry_conn_id = registry_conn_id
+
+    def connect(self) -> Any:
+        """The long-lived client (an API client, a session, a hook), made from the installation's settings."""
+        raise NotImplementedError(f"{type(self).__name__} opens its clients per call")
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self.connect()
+        return self._client

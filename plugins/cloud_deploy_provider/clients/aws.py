@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cloud_deploy_provider.clients.connections import Endpoint, cloud_deploy_defaults, conn_id_from_env
 from cloud_deploy_provider.clients.tango_env import aws_from_env, stored_connection
+from cloud_deploy_provider.errors import UserError
 from cloud_deploy_provider.spec import (
     AwsResourceName,
     EnabledDisabled,
@@ -32,7 +33,7 @@ DEFAULT_CONN_ID = "aws_default"
 DEFAULT_RETRIES = {"mode": "standard", "max_attempts": 8}
 
 
-class AwsSettingsError(ValueError):
+class AwsSettingsError(UserError):
     """The AWS connection or its ``cloud_deploy`` defaults cannot be used."""
 
 

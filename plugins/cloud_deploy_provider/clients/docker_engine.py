@@ -20,19 +20,3 @@ def engine_client(settings: EngineSettings | None = None, timeout: int = BUILD_T
         return DockerHook(docker_conn_id=None, base_url=settings.docker_host, timeout=timeout).get_conn()
     except Exception as error:  # the hook raises a bare AirflowException when no engine answers
         raise EngineUnreachable(f"the Docker engine at {settings.docker_host} does not answer: {error}") from error
-
-
-class EngineUser:
-    """A project's view of the engine: its settings and a client made on first use (or the one passed in)."""
-
-    def __init__(self, project: Any, log: Any = print, client: Any = None, settings: EngineSettings | None = None):
-        self.project = project
-        self.log = log
-        self.settings = settings or EngineSettings.from_env()
-        self._client = client
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = engine_client(self.settings, timeout=60)
-        return self._client

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from cloud_deploy_provider.clients.connections import Endpoint, cloud_deploy_defaults, conn_id_from_env
 from cloud_deploy_provider.clients.tango_env import connection_or_env, gcp_from_env
+from cloud_deploy_provider.errors import UserError
 from cloud_deploy_provider.spec import GcpProjectId, GcpRegion, GcpRepositoryId, GcpServiceAccount
 
 DEFAULT_CONN_ID = "google_cloud_default"
@@ -31,7 +32,7 @@ _LEGACY_PREFIX = "extra__google_cloud_platform__"
 _PROJECT_ADAPTER = TypeAdapter(GcpProjectId)
 
 
-class GcpSettingsError(ValueError):
+class GcpSettingsError(UserError):
     """The Google Cloud connection or its ``cloud_deploy`` defaults cannot be used."""
 
 

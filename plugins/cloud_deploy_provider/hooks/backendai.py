@@ -31,9 +31,9 @@ from airflow.sdk import BaseHook
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from cloud_deploy_provider import http_clients
-from cloud_deploy_provider.errors import Refusal
 from cloud_deploy_provider.clients.connections import conn_id_from_env
 from cloud_deploy_provider.clients.tango_env import backendai_from_env, connection_or_env
+from cloud_deploy_provider.errors import TargetError, UserError
 from cloud_deploy_provider.spec import ModelName
 
 DEFAULT_CONN_ID = "backendai_default"
@@ -43,11 +43,11 @@ TUS_CHUNK = 8 * 1024 * 1024
 _ENDPOINT_HOST = "[A-Za-z0-9.-]+"
 
 
-class BackendAIError(Refusal):
+class BackendAIError(TargetError):
     """The manager refused a request, or could not be reached."""
 
 
-class BackendAISettingsError(ValueError):
+class BackendAISettingsError(UserError):
     """The Backend.AI connection cannot be used."""
 
 

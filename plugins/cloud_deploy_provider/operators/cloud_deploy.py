@@ -41,6 +41,7 @@ class TaskKilled(BaseException):
     """Airflow is killing the task (its run was stopped): not a failure to record or retry."""
 
 
+JOB_WATCH = "cloud_deploy_provider.jobs.base:RunnerWatch"  # what the trigger polls for a job (not imported here)
 CONN_ID_PARAMETERS = ("registry_conn_id", "aws_conn_id", "gcp_conn_id", "kubernetes_conn_id", "backendai_conn_id")
 
 
@@ -387,12 +388,13 @@ class CloudUndeployOperator(CloudDeployStageOperator):
 class CloudJobOperator(CloudDeployStageOperator):
     """Run one scheduled batch job of the project to completion; its output is this task's log.
 
-    The image is the job's own ``image``, else the project's image as the build task left it. The
-    result (state, exit code, last log lines) is the ``job`` XCom, also when the job fails.
+    The job runs on the runner of its ``target`` (:mod:`cloud_deploy_provider.jobs`). The image is the
+    job's own ``image``, else the project's image as the build task left it. The result (state, exit
+    code, last log lines) is the ``job`` XCom, also when the job fails.
 
     :param job: the job's name in ``schedule.jobs``
     :param deferrable: wait for the job in the triggerer past ``CLOUD_DEPLOY_INLINE_WAIT_SECONDS``
-        (default True): a Kubernetes Job, an AWS Batch job, or a container on the local engine
+        (default True)
     """
 
     def __init__(self, *, job: str, deferrable: bool = True, **kwargs: Any):
@@ -405,118 +407,47 @@ class CloudJobOperator(CloudDeployStageOperator):
         return self.validated.get("image")
 
     def run_stage(self, context: Any) -> dict[str, Any]:
-        spec = self.loaded(self.validated).spec
-        job = next(job for job in spec.schedule.jobs if job.name == self.job)
-        if job.target == "aws-batch":
-            return self.run_on_batch(context, spec, job)
-        if job.target == "kubernetes":
-            return self.run_on_kubernetes(context, spec, job)
-        return self.run_on_docker(context, spec, job)
-
-    def run_on_docker(self, context: Any, spec: Any, job: Any) -> dict[str, Any]:
-        """A container on the local engine; the triggerer watches it past the inline wait, its timeout kills it."""
+        """Begin the job on its runner, wait for its end (in the triggerer past the inline wait), report its result;
+        whatever happens, nothing of the run is left on the runner (unless deferred: it is still being watched)."""
         import time
 
-        from cloud_deploy_provider.jobs import DockerJobRunner, DockerJobWatch
-
-        image = job.image or self.image["reference"]
-        resources = job.resources
-        runner = DockerJobRunner(self.project, log=self.log.info)
-        if job.image:
-            registry = self.registry(spec)
-            same_host = registry is not None and image.startswith(f"{registry.host}/")
-            runner.pull(image, registry.auth_config() if same_host else None)
-        self.log.info("job %s: %s %s", job.name, image, " ".join(job.command or ["(the image's command)"]))
-        name = runner.start(job.name, image, job.command, env={**spec.deploy.env, **job.env},
-                            timeout_seconds=job.timeout_seconds, cpu=resources.cpu, memory_mb=resources.memory,
-                            gpus=resources.gpu, work_dir=spec.deploy.work_dir if job.image is None else None)
-        with self.cleaned_up_unless_deferred(lambda: runner.stop_and_remove(job.name, name)):
-            watch = DockerJobWatch(runner, job.name, name, job.timeout_seconds)
-            outcome, status = self.wait_or_defer(
-                watch, spec, time.time() + job.timeout_seconds, "docker_job_ended",
-                watch=f"{DockerJobWatch.__module__}:{DockerJobWatch.__name__}",
-                watch_args={"job": job.name, "container": name, "timeout_seconds": job.timeout_seconds},
-            )
-            result = _docker_result(job, watch, outcome, status.to_dict())
-        return self.reported(context, job, result)
-
-    def docker_job_ended(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        """Resumed from the triggerer: the container ended (or overran); kill and remove it, report its result."""
-        from cloud_deploy_provider.jobs import DockerJobRunner, DockerJobWatch
-
-        spec = self.loaded(self.validated).spec
-        job = next(job for job in spec.schedule.jobs if job.name == self.job)
-        runner = DockerJobRunner(self.project, log=self.log.info)
-        name = event["watch_args"]["container"]
-
-        def ended() -> dict[str, Any]:
-            watch = DockerJobWatch(runner, job.name, name, job.timeout_seconds)
-            try:
-                result = _docker_result(job, watch, event["outcome"], event["status"] or {"message": event["message"]})
-            finally:
-                runner.stop_and_remove(job.name, name)
-            return self.reported(context, job, result)
-
-        self.current_stage = "run"
-        return self.recording_failures(context, ended)
-
-    def run_on_kubernetes(self, context: Any, spec: Any, job: Any) -> dict[str, Any]:
-        """A batch/v1 Job in the kubernetes connection's cluster, deleted with its pods once it has ended."""
-        import time
-
-        from cloud_deploy_provider.jobs import JobError
-        from cloud_deploy_provider.kubernetes_jobs import KubernetesJobRunner, KubernetesJobWatch
         from cloud_deploy_provider.pipeline import image_ref
 
-        if job.image:
-            image = job.image
-        else:
-            built = image_ref(self.image)
-            if not built.digest:
-                raise JobError(f"job {job.name}: a kubernetes job runs the project's image from a registry, and "
-                               "none is configured: set CLOUD_DEPLOY_REGISTRY_CONN_ID, or give the job an image")
-            image = built.pinned
-        runner = KubernetesJobRunner(self.project, log=self.log.info)
-        runner.start(spec, job, image, work_dir=spec.deploy.work_dir if job.image is None else None)
-        with self.cleaned_up_unless_deferred(lambda: runner.remove(spec, job)):
-            watch = KubernetesJobWatch(runner, spec, job)
+        spec = self.loaded(self.validated).spec
+        job, runner = self.job_and_runner(spec)
+        image = runner.image(spec, job, image_ref(self.image) if self.image else None, lambda: self.registry(spec))
+        handle = runner.begin(spec, job, image)
+        with self.cleaned_up_unless_deferred(lambda: runner.end(spec, job, handle)):
+            watch = runner.watch(spec, job, handle)
             outcome, status = self.wait_or_defer(
-                watch, spec, time.time() + runner.deadline_seconds(job), "kubernetes_job_ended",
-                watch=f"{KubernetesJobWatch.__module__}:{KubernetesJobWatch.__name__}", watch_args={"job": job.name},
+                watch, spec, time.time() + runner.deadline_seconds(spec, job), "job_ended",
+                watch=JOB_WATCH, watch_args={"job": job.name, "handle": handle},
             )
-            result = self._kubernetes_result(runner, job, outcome, status.to_dict(), watch.tail())
+            result = runner.result_of(job, watch, outcome, status.to_dict())
         return self.reported(context, job, result)
 
-    def kubernetes_job_ended(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        """Resumed from the triggerer: the Job ended (or overran); delete it, report its result."""
-        from cloud_deploy_provider.kubernetes_jobs import KubernetesJobRunner
-
+    def job_ended(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        """Resumed from the triggerer: the job ended (or overran); remove what is left of it, report its result."""
         spec = self.loaded(self.validated).spec
-        job = next(job for job in spec.schedule.jobs if job.name == self.job)
-        runner = KubernetesJobRunner(self.project, log=self.log.info)
+        job, runner = self.job_and_runner(spec)
+        handle = event["watch_args"]["handle"]
 
         def ended() -> dict[str, Any]:
             try:
-                result = self._kubernetes_result(runner, job, event["outcome"], event["status"] or {}, [])
+                status = event["status"] or {"message": event["message"]}
+                result = runner.result_of(job, runner.watch(spec, job, handle), event["outcome"], status)
             finally:
-                runner.remove(spec, job)
+                runner.end(spec, job, handle)
             return self.reported(context, job, result)
 
         self.current_stage = "run"
         return self.recording_failures(context, ended)
 
-    @staticmethod
-    def _kubernetes_result(runner: Any, job: Any, outcome: str, status: dict[str, Any], tail: list[str]) -> Any:
-        from cloud_deploy_provider.jobs import JobResult
+    def job_and_runner(self, spec: Any) -> tuple[Any, Any]:
+        from cloud_deploy_provider.jobs import make_job_runner
 
-        found = (status.get("details") or {}).get("result")
-        if found:
-            return JobResult.from_dict(found)
-        if outcome == "timeout":
-            runner.log(f"job {job.name}: still active after its deadline; deleting it")
-            return JobResult("failed", None, tail, True, runner.job_name(job), job.timeout_seconds)
-        return JobResult("failed", None, tail, reason=status.get("message") or "the job's status could not be read",
-                         timeout_seconds=job.timeout_seconds)
+        job = next(job for job in spec.schedule.jobs if job.name == self.job)
+        return job, make_job_runner(self.project, job.target, self.log.info, self.connections)
 
     def reported(self, context: Any, job: Any, result: Any) -> dict[str, Any]:
         """The result as the ``job`` XCom; a run that did not complete fails the task with its message."""
@@ -525,73 +456,6 @@ class CloudJobOperator(CloudDeployStageOperator):
             raise RuntimeError(f"job {job.name} {result.message()}")
         self.log.info("job %s %s", job.name, result.message())
         return result.to_dict()
-
-    def run_on_batch(self, context: Any, spec: Any, job: Any) -> dict[str, Any]:
-        """Submit to AWS Batch and wait; the job definition and any job still running are removed afterwards."""
-        import time
-
-        from cloud_deploy_provider.jobs import batch_job_spec
-        from cloud_deploy_provider.pipeline import image_ref
-        from cloud_deploy_provider.targets import ImageRef
-        from cloud_deploy_provider.targets.aws_batch import BatchTarget
-
-        job_spec = batch_job_spec(spec, job)
-        target = BatchTarget(self.project, log=self.log.info)
-        with self.cleaned_up_unless_deferred(lambda: _remove_batch_job(target, job_spec)):
-            target.deploy(job_spec, ImageRef(job.image) if job.image else image_ref(self.image))
-            outcome, status = self.wait_or_defer(target, job_spec, time.time() + target.ready_timeout_seconds(job_spec),
-                                                 "batch_job_ended")
-        return self._batch_reported(context, job, outcome, status.to_dict())
-
-    def batch_job_ended(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        """Resumed from the triggerer: the Batch job ended (or overran); remove it, report its result."""
-        from cloud_deploy_provider.jobs import batch_job_spec
-        from cloud_deploy_provider.targets.aws_batch import BatchTarget
-
-        spec = self.loaded(self.validated).spec
-        job = next(job for job in spec.schedule.jobs if job.name == self.job)
-        job_spec = batch_job_spec(spec, job)
-
-        def ended() -> dict[str, Any]:
-            _remove_batch_job(BatchTarget(self.project, log=self.log.info), job_spec)
-            return self._batch_reported(context, job, event["outcome"], event["status"] or {"message": event["message"]})
-
-        self.current_stage = "run"
-        return self.recording_failures(context, ended)
-
-    def _batch_reported(self, context: Any, job: Any, outcome: str, status: dict[str, Any]) -> dict[str, Any]:
-        if outcome == "ready":
-            result = {"state": "completed", "exit_code": 0, "message": status.get("message")}
-        else:
-            message = status.get("message") or ""
-            if outcome == "timeout":
-                message = f"not finished by its deadline: {message}"
-            result = {"state": "failed", "exit_code": (status.get("details") or {}).get("exit_code"), "message": message}
-        context["ti"].xcom_push(key="job", value=result)
-        if result["state"] != "completed":
-            raise RuntimeError(f"job {job.name}: {result['message']}")
-        return result
-
-
-def _docker_result(job: Any, watch: Any, outcome: str, status: dict[str, Any]) -> Any:
-    """The job's result from its last status; past its timeout, the container's output so far."""
-    from cloud_deploy_provider.jobs import JobResult
-
-    found = (status.get("details") or {}).get("result")
-    if found:
-        return JobResult.from_dict(found)
-    if outcome == "timeout":
-        if not watch.seen:
-            watch.status()  # the output so far, for the message (when resumed, this process has read none yet)
-        watch.runner.log(f"job {job.name}: exceeded its timeout of {job.timeout_seconds} s; killing container "
-                         f"{watch.container}")
-        return watch.result("failed", None, timed_out=True)
-    return watch.result("failed", None, reason=status.get("message") or "the job's status could not be read")
-
-
-def _remove_batch_job(target: Any, job_spec: Any) -> None:
-    target.terminate_jobs(job_spec)
-    target.deregister_job_definitions(job_spec)
 
 
 def deploy_pipeline(user_id: str, project_id: str) -> CloudDeployOperator:

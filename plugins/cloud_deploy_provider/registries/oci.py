@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from cloud_deploy_provider import http_clients
-from cloud_deploy_provider.errors import Refusal
+from cloud_deploy_provider.errors import TargetError
 from cloud_deploy_provider.identity import ProjectRef
 
 MANIFEST_TYPES = ", ".join(
@@ -31,7 +31,7 @@ MANIFEST_TYPES = ", ".join(
 _AUTH_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
-class RegistryError(Refusal):
+class RegistryError(TargetError):
     """The registry refused or failed a request."""
 
 

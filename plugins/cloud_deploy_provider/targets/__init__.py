@@ -12,6 +12,8 @@ import importlib
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from cloud_deploy_provider.errors import UserError
+
 if TYPE_CHECKING:
     from cloud_deploy_provider.targets.base import Target
 
@@ -88,8 +90,8 @@ class TargetStatus:
         return asdict(self)
 
 
-class UnknownTarget(ValueError):
-    pass
+class UnknownTarget(UserError):
+    """``deploy.type`` names no target of this installation."""
 
 
 def target_class(deploy_type: str) -> type[Target]:

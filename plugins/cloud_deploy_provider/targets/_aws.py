@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from cloud_deploy_provider.clients.aws import AwsSession
-from cloud_deploy_provider.errors import Refusal
+from cloud_deploy_provider.errors import TargetError
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.registries.ecr import CREATED_BY, delete_repository, ecr_registry
 from cloud_deploy_provider.registries.oci import Registry, repository_path
@@ -13,7 +13,7 @@ from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets.base import Target
 
 
-class AwsTargetError(Refusal):
+class AwsTargetError(TargetError):
     pass
 
 
@@ -43,7 +43,10 @@ class AwsTarget(Target):
         return project.key.replace("~", "/")
 
     def labels(self, spec: DeploymentSpec, created: bool = False) -> dict[str, str]:
-        labels = {key: value.replace("~", "/") for key, value in self.project.labels(spec.deploy.service_name).items()}
+        return self.service_labels(spec.deploy.service_name, created)
+
+    def service_labels(self, service: str, created: bool = False) -> dict[str, str]:
+        labels = {key: value.replace("~", "/") for key, value in self.project.labels(service).items()}
         if created:
             labels[CREATED_BY] = self.owner
         return labels

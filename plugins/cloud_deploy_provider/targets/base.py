@@ -1,8 +1,9 @@
 """The one contract every deploy target implements, and the pieces all targets share.
 
 A target subclasses :class:`Target`, sets ``type`` and whichever capability differs from the
-default, and implements ``connect``, ``deploy``, ``status``, ``remove`` and ``describe``. Callers
-never ask what a target is: they read its declared capabilities.
+default, and implements ``connect`` (its client: see :class:`~cloud_deploy_provider.clients.PlatformUser`),
+``deploy``, ``status``, ``remove`` and ``describe``. Callers never ask what a target is: they read its
+declared capabilities.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-from cloud_deploy_provider.errors import Refusal
+from cloud_deploy_provider.clients import PlatformUser
+from cloud_deploy_provider.errors import UserError
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
 
@@ -30,11 +32,11 @@ CONFIG_LABEL = "io.cloud-deploy.config"
 CONFIG_ANNOTATION = "cloud-deploy.io/config"
 
 
-class StopNeedsSpec(Refusal):
+class StopNeedsSpec(UserError):
     """A target that finds its resources only through the spec was asked to stop without one."""
 
 
-class Target:
+class Target(PlatformUser):
     """A place a project's service runs. One instance serves one project; its client is made on first use.
 
     Capabilities, each with the default most targets have:
@@ -60,20 +62,7 @@ class Target:
     conn_id_parameter: ClassVar[str | None] = None
     config_hash_length: ClassVar[int] = 32
 
-    def __init__(self, project: ProjectRef, log: Log = print, client: Any = None, conn_id: str | None = None,
-                 registry_conn_id: str | None = None):
-        self.project = project
-        self.log = log
-        self._client = client
-        self.conn_id = conn_id
-        self.registry_conn_id = registry_conn_id
-
     # ------------------------------------------------------------------ what each target implements
-
-    def connect(self) -> Any:
-        """The target's long-lived client (an API client, a session, a hook), made from the installation's
-        settings on first use of :attr:`client`. A target that opens a client per call has none."""
-        raise NotImplementedError(f"{self.type}: this target opens its clients per call")
 
     def deploy(self, spec: DeploymentSpec, image: ImageRef) -> DeployResult:
         """Create or update; running it twice with the same inputs changes nothing."""
@@ -111,12 +100,6 @@ class Target:
         return spec.deploy.readiness.timeout_seconds
 
     # ------------------------------------------------------------------ shared pieces
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self.connect()
-        return self._client
 
     def stop(self, spec: DeploymentSpec | None) -> list[str]:
         """Delete everything this project created there; returns what was removed. Idempotent."""

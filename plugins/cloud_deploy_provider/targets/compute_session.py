@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import yaml
 
 from cloud_deploy_provider.accelerators import backendai_slots
-from cloud_deploy_provider.errors import Refusal
+from cloud_deploy_provider.errors import TargetError
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec, ModelService
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
@@ -56,7 +56,7 @@ query($endpoint_id: UUID!) {
 IN_WORK_DIR = ["/bin/sh", "-c", 'cd "$0" && exec "$@"']
 
 
-class ComputeSessionError(Refusal):
+class ComputeSessionError(TargetError):
     pass
 
 

@@ -18,7 +18,7 @@ import httpx
 
 from cloud_deploy_provider.accelerators import docker_devices
 from cloud_deploy_provider.clients.docker_engine import engine_client
-from cloud_deploy_provider.errors import Refusal, is_transient
+from cloud_deploy_provider.errors import TargetError, is_transient
 from cloud_deploy_provider.http_clients import probe_client
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.settings import EngineSettings
@@ -31,7 +31,7 @@ PROBE_TIMEOUT_SECONDS = 2.0
 STOP_TIMEOUT_SECONDS = 10
 
 
-class DockerTargetError(Refusal):
+class DockerTargetError(TargetError):
     pass
 
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from cloud_deploy_provider.accelerators import cloud_run_gpu
 from cloud_deploy_provider.clients.gcp import GcpSession
-from cloud_deploy_provider.errors import Refusal
+from cloud_deploy_provider.errors import TargetError
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.registries.artifact_registry import (
     LABEL_OWNER,
@@ -49,7 +49,7 @@ TRAFFIC_MOVE_TIMEOUT_SECONDS = 120
 DELETE_TIMEOUT_SECONDS = 300
 
 
-class CloudRunError(Refusal):
+class CloudRunError(TargetError):
     pass
 
 

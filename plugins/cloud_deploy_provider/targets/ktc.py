@@ -15,7 +15,7 @@ import httpx
 
 from cloud_deploy_provider import http_clients
 from cloud_deploy_provider.accelerators import ktc_gpus
-from cloud_deploy_provider.errors import Refusal
+from cloud_deploy_provider.errors import TargetError
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
@@ -26,7 +26,7 @@ STATES = {"running": "running", "starting": "starting", "pending": "starting", "
           "failed": "failed", "error": "failed", "exited": "exited"}
 
 
-class KtcError(Refusal):
+class KtcError(TargetError):
     pass
 
 

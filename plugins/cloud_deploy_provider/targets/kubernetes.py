@@ -1,8 +1,7 @@
 """The ``kubernetes`` target: a Deployment, its Service, an optional Ingress, volumes and a pull secret.
 
-Credentials come from a ``kubernetes`` connection (``CLOUD_DEPLOY_K8S_CONN_ID``, default
-``kubernetes_default``: kube_config, kube_config_path or in_cluster, and a namespace) through the
-cncf-kubernetes provider's hook; the objects are plain API manifests sent with the official client.
+The cluster, its connection and the calls are :class:`~cloud_deploy_provider.clients.kubernetes.KubernetesCluster`'s,
+shared with the Kubernetes job runner; this module turns a spec into manifests and a rollout into a status.
 
 Every object carries this project's owner label; one of the same name without it (another
 project's, or hand-made) is never replaced or deleted. ``stop`` deletes what carries the label,
@@ -11,47 +10,25 @@ PersistentVolumeClaims only when the spec marks them ``disposable``.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import re
-import time
-from collections.abc import Callable, Iterator
 from dataclasses import replace
-from functools import cached_property
+from collections.abc import Callable
 from typing import Any, ClassVar
 
-from cloud_deploy_provider.accelerators import AcceleratorRequest, kubernetes_resources
-from cloud_deploy_provider.errors import Refusal
+from cloud_deploy_provider.clients.kubernetes import (
+    LABEL_INSTANCE, LABEL_OWNER, KubernetesCluster, KubernetesError, owner_value, resource_block,
+)
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec, K8s, K8sContainer, K8sPort
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
 from cloud_deploy_provider.targets.base import CONFIG_ANNOTATION, Target
 
-DEFAULT_CONN_ID = "kubernetes_default"
-DEFAULT_NAMESPACE = "default"
-LABEL_MANAGED = "app.kubernetes.io/managed-by"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-LABEL_OWNER = "cloud-deploy.io/owner"
-LABEL_USER = "cloud-deploy.io/user"
-LABEL_PROJECT = "cloud-deploy.io/project"
-LABEL_SERVICE = "cloud-deploy.io/service"
 SHM_VOLUME = "dshm"
 NFS_VOLUME = "nfs"
-LOG_TAIL_LINES = 10
-PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
-CONFIG_FAILURES = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
-GONE_TIMEOUT_SECONDS = 60
-GONE_POLL_SECONDS = 0.5
 
 
-class KubernetesTargetError(Refusal):
-    pass
-
-
-def owner_value(project: ProjectRef) -> str:
-    """A label value naming the project: identifiers may hold '.', '_' and '-' but not '~'."""
-    return hashlib.sha256(project.key.encode()).hexdigest()[:24]
+class KubernetesTargetError(KubernetesError):
+    """A spec the kubernetes target cannot turn into manifests."""
 
 
 def _container_name(text: str) -> str:
@@ -70,49 +47,12 @@ class KubernetesTarget(Target):
     def __init__(self, project: ProjectRef, log: Callable[[str], None] = print, hook: Any = None,
                  registry: Any = None, **connections: Any):
         super().__init__(project, log, **connections)
-        self._hook = hook
-        self._registry = registry
-
-    # ------------------------------------------------------------------ connection
-
-    @cached_property
-    def hook(self):
-        from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
-
-        from cloud_deploy_provider.clients.connections import conn_id_from_env
-
-        return self._hook or KubernetesHook(
-            conn_id=self.conn_id or conn_id_from_env("CLOUD_DEPLOY_K8S_CONN_ID", DEFAULT_CONN_ID, KubernetesTargetError)
-        )
-
-    @cached_property
-    def apps(self):
-        return self.hook.apps_v1_client
-
-    @cached_property
-    def core(self):
-        return self.hook.core_v1_client
-
-    @cached_property
-    def batch(self):
-        return self.hook.batch_v1_client
-
-    @cached_property
-    def networking(self):
-        from kubernetes import client
-
-        return client.NetworkingV1Api(api_client=self.hook.api_client)
-
-    @cached_property
-    def registry(self):
-        """The installation's registry (``CLOUD_DEPLOY_REGISTRY_CONN_ID``): where the cluster pulls from."""
-        from cloud_deploy_provider.registries import installation_registry
-
-        return self._registry if self._registry is not None else installation_registry(self.registry_conn_id)
+        self.cluster = KubernetesCluster(project, log, self.conn_id, self.registry_conn_id, hook=hook,
+                                         registry=registry)
 
     def namespace(self, spec: DeploymentSpec | None) -> str:
         k8s = spec.deploy.k8s if spec else None
-        return (k8s.namespace if k8s else None) or self.hook.get_namespace() or DEFAULT_NAMESPACE
+        return self.cluster.namespace(k8s.namespace if k8s else None)
 
     # ------------------------------------------------------------------ names and labels
 
@@ -120,24 +60,13 @@ class KubernetesTarget(Target):
         return self.project.resource_name(spec.deploy.service_name)
 
     def labels(self, spec: DeploymentSpec) -> dict[str, str]:
-        return {
-            LABEL_MANAGED: "cloud-deploy",
-            LABEL_OWNER: owner_value(self.project),
-            LABEL_USER: self.project.user_id,
-            LABEL_PROJECT: self.project.project_id,
-            LABEL_SERVICE: spec.deploy.service_name,
-            LABEL_INSTANCE: self.name(spec),
-        }
+        return self.cluster.owner_labels(spec.deploy.service_name, self.name(spec))
 
     def metadata(self, spec: DeploymentSpec, name: str, **annotations: str) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": name, "namespace": self.namespace(spec), "labels": self.labels(spec)}
         if annotations:
             meta["annotations"] = annotations
         return meta
-
-    @property
-    def owner_selector(self) -> str:
-        return f"{LABEL_OWNER}={owner_value(self.project)}"
 
     # ------------------------------------------------------------------ manifests
 
@@ -231,7 +160,7 @@ class KubernetesTarget(Target):
         volumes = self.volumes(spec)
         if volumes:
             pod["volumes"] = volumes
-        if self.registry is not None and self.registry.username:
+        if self.cluster.registry is not None and self.cluster.registry.username:
             pod["imagePullSecrets"] = [{"name": self.pull_secret_name(spec)}]
         return {
             "apiVersion": "apps/v1",
@@ -307,18 +236,7 @@ class KubernetesTarget(Target):
         return claims
 
     def pull_secret(self, spec: DeploymentSpec, reveal: bool = True) -> dict[str, Any] | None:
-        registry = self.registry
-        if registry is None or not registry.username:
-            return None
-        if reveal:
-            login = f"{registry.username}:{registry.password or ''}"
-            auths = {registry.host: {"username": registry.username, "password": registry.password or "",
-                                     "auth": base64.b64encode(login.encode()).decode()}}
-            data = base64.b64encode(json.dumps({"auths": auths}).encode()).decode()
-        else:
-            data = "<the registry connection's login, base64>"
-        return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-                "metadata": self.metadata(spec, self.pull_secret_name(spec)), "data": {".dockerconfigjson": data}}
+        return self.cluster.pull_secret(self.metadata(spec, self.pull_secret_name(spec)), reveal)
 
     def manifests(self, spec: DeploymentSpec, image: str, reveal: bool = True) -> list[dict[str, Any]]:
         """Everything a deploy applies, in order: pull secret, claims, Deployment, Service, Ingress."""
@@ -333,69 +251,10 @@ class KubernetesTarget(Target):
     def preflight(self, spec: DeploymentSpec) -> str:
         """Run by the validate task: the manifests build, and the cluster answers with these credentials."""
         self.manifests(spec, "<image>", reveal=False)
-        self._call("list deployments", self.apps.list_namespaced_deployment, self.namespace(spec), limit=1)
+        self.cluster.call("list deployments", self.cluster.apps.list_namespaced_deployment, self.namespace(spec), limit=1)
         return "the manifests and the cluster's answer"
 
     # ------------------------------------------------------------------ applying
-
-    def _call(self, what: str, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-
-        try:
-            return method(*args, **kwargs)
-        except ApiException as error:
-            raise KubernetesTargetError(f"kubernetes: {what}: {error.status} {_api_message(error)}",
-                                        status=error.status) from None
-        except HTTPError as error:
-            raise KubernetesTargetError(f"kubernetes: {what}: the API server is unreachable: {error}",
-                                        retryable=True) from None
-
-    def _read(self, kind: str, namespace: str, name: str) -> Any | None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            return self._api(kind, "read")(name, namespace)
-        except ApiException as error:
-            if error.status == 404:
-                return None
-            raise KubernetesTargetError(f"kubernetes: read {kind} {namespace}/{name}: {error.status} "
-                                        f"{_api_message(error)}", status=error.status) from None
-
-    def _api(self, kind: str, verb: str) -> Callable[..., Any]:
-        api, plural = {
-            "Deployment": (self.apps, "deployment"), "Service": (self.core, "service"),
-            "Secret": (self.core, "secret"), "PersistentVolumeClaim": (self.core, "persistent_volume_claim"),
-            "Ingress": (self.networking, "ingress"), "Job": (self.batch, "job"),
-        }[kind]
-        return getattr(api, f"{verb}_namespaced_{plural}")
-
-    def _owned(self, kind: str, current: Any) -> bool:
-        labels = current.metadata.labels or {}
-        if labels.get(LABEL_OWNER) != owner_value(self.project):
-            raise KubernetesTargetError(
-                f"kubernetes: {kind} {current.metadata.namespace}/{current.metadata.name} exists and is not this "
-                "project's (no matching owner label); it was left untouched"
-            )
-        return True
-
-    def apply(self, manifest: dict[str, Any]) -> str:
-        """Create, or replace what this project owns; claims are never replaced (their spec is immutable)."""
-        kind, meta = manifest["kind"], manifest["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        current = self._read(kind, namespace, name)
-        if current is None:
-            self._call(f"create {kind} {name}", self._api(kind, "create"), namespace, manifest)
-            return "created"
-        self._owned(kind, current)
-        if kind == "PersistentVolumeClaim":
-            return "kept"
-        manifest = json.loads(json.dumps(manifest))
-        manifest["metadata"]["resourceVersion"] = current.metadata.resource_version
-        if kind == "Service":
-            _keep_allocations(manifest, current)
-        self._call(f"replace {kind} {name}", self._api(kind, "replace"), name, namespace, manifest)
-        return "replaced"
 
     def deploy(self, spec: DeploymentSpec, image: ImageRef) -> DeployResult:
         manifests = self.manifests(spec, image.pinned)
@@ -403,14 +262,14 @@ class KubernetesTarget(Target):
         deployment = next(m for m in manifests if m["kind"] == "Deployment")
         deployment["metadata"]["annotations"] = {CONFIG_ANNOTATION: digest}
         namespace = self.namespace(spec)
-        current = self._read("Deployment", namespace, self.name(spec))
-        unchanged = current is not None and self._owned("Deployment", current) and \
+        current = self.cluster.read("Deployment", namespace, self.name(spec))
+        unchanged = current is not None and self.cluster.owned("Deployment", current) and \
             (current.metadata.annotations or {}).get(CONFIG_ANNOTATION) == digest
-        if unchanged and all(self._read(m["kind"], namespace, m["metadata"]["name"]) for m in manifests):
+        if unchanged and all(self.cluster.read(m["kind"], namespace, m["metadata"]["name"]) for m in manifests):
             self.log(f"{namespace}/{self.name(spec)} already runs this configuration; nothing to change")
             return DeployResult(self.type, self._resources(spec, manifests), self.url(spec), changed=False)
         for manifest in manifests:
-            outcome = self.apply(manifest)
+            outcome = self.cluster.apply(manifest)
             self.log(f"{manifest['kind']} {namespace}/{manifest['metadata']['name']}: {outcome}")
         return DeployResult(self.type, self._resources(spec, manifests), self.url(spec))
 
@@ -426,23 +285,15 @@ class KubernetesTarget(Target):
     def endpoints(self, spec: DeploymentSpec) -> dict[str, str]:
         """Where the service is reachable: node IP + node port per port, and the ingress URL."""
         found: dict[str, str] = {}
-        service = self._read("Service", self.namespace(spec), self.name(spec))
+        service = self.cluster.read("Service", self.namespace(spec), self.name(spec))
         node_ports = [p for p in (service.spec.ports or []) if p.node_port] if service else []
         if node_ports:
-            node_ip = self.node_ip()
+            node_ip = self.cluster.node_ip()
             found |= {port.name: f"{node_ip}:{port.node_port}" for port in node_ports}
         ingress = self.k8s(spec).ingress
         if ingress:
             found["ingress"] = f"http://{ingress.host}{ingress.path}"
         return found
-
-    def node_ip(self) -> str:
-        nodes = self._call("list nodes", self.core.list_node).items
-        for node in nodes:
-            for address in node.status.addresses or []:
-                if address.type in ("ExternalIP", "InternalIP"):
-                    return address.address
-        raise KubernetesTargetError("kubernetes: no node reports an address")
 
     def url(self, spec: DeploymentSpec) -> str | None:
         """Known before the rollout only with an ingress; node ports are read once the service is up."""
@@ -458,7 +309,7 @@ class KubernetesTarget(Target):
 
     def status(self, spec: DeploymentSpec) -> TargetStatus:
         namespace, name = self.namespace(spec), self.name(spec)
-        deployment = self._read("Deployment", namespace, name)
+        deployment = self.cluster.read("Deployment", namespace, name)
         if deployment is None or (deployment.metadata.labels or {}).get(LABEL_OWNER) != owner_value(self.project):
             return TargetStatus("absent", message=f"no deployment {namespace}/{name} of this project")
         wanted = deployment.spec.replicas or 0
@@ -473,50 +324,11 @@ class KubernetesTarget(Target):
             listed = ", ".join(f"{key} {value}" for key, value in endpoints.items())
             return TargetStatus("running", url, summary + (f"; reachable at {listed}" if listed else ""),
                                 {"endpoints": endpoints})
-        problem = self.pod_problem(namespace, name) or _deadline_problem(state.conditions or [])
+        problem = self.cluster.pod_problem(namespace, name) or _deadline_problem(state.conditions or [])
         if problem:
             serving = f"; the previous pods still serve ({available} available)" if available else ""
             return TargetStatus("failed", message=f"{problem}{serving}")
         return TargetStatus("starting", message=summary)
-
-    def pod_problem(self, namespace: str, name: str) -> str | None:
-        """Why a pod of the deployment cannot become ready: unschedulable, image pull, crash loop (with its logs)."""
-        pods = self._call("list pods", self.core.list_namespaced_pod, namespace,
-                          label_selector=f"{LABEL_INSTANCE}={name}").items
-        for pod in pods:
-            for condition in pod.status.conditions or []:
-                if condition.type == "PodScheduled" and condition.status == "False" and condition.reason == "Unschedulable":
-                    return f"pod {pod.metadata.name} is Unschedulable: {condition.message}"
-            for container in pod.status.container_statuses or []:
-                waiting = container.state.waiting if container.state else None
-                if waiting is None:
-                    continue
-                if waiting.reason in PULL_FAILURES or waiting.reason in CONFIG_FAILURES:
-                    return f"container {container.name}: {waiting.reason}: {waiting.message or ''}".strip()
-                if waiting.reason == "CrashLoopBackOff":
-                    return self._crash(namespace, pod.metadata.name, container)
-        return None
-
-    def _crash(self, namespace: str, pod: str, container: Any) -> str:
-        terminated = container.last_state.terminated if container.last_state else None
-        code = terminated.exit_code if terminated else "unknown"
-        message = f"container {container.name}: CrashLoopBackOff, exit code {code}"
-        logs = self._logs(namespace, pod, container.name)
-        return f"{message}; last log lines: {' | '.join(logs)}" if logs else message
-
-    def _logs(self, namespace: str, pod: str, container: str) -> list[str]:
-        from kubernetes.client.exceptions import ApiException
-
-        for previous in (True, False):
-            try:
-                response = self.core.read_namespaced_pod_log(pod, namespace, container=container, previous=previous,
-                                                             tail_lines=LOG_TAIL_LINES, _preload_content=False)
-            except ApiException:
-                continue
-            text = response.data.decode("utf-8", "replace")  # the client's own decoding turns bytes into "b'...'"
-            if text:
-                return [line for line in text.splitlines() if line.strip()][-LOG_TAIL_LINES:]
-        return []
 
     # ------------------------------------------------------------------ stop
 
@@ -526,53 +338,16 @@ class KubernetesTarget(Target):
         disposable = {self.claim_name(spec, v.name) for v in self.k8s(spec).volumes if v.disposable} if spec else set()
         removed = []
         for kind in ("Ingress", "Service", "Deployment", "Secret", "PersistentVolumeClaim"):
-            for item in self._owned_items(kind, namespace):
+            for item in self.cluster.owned_items(kind, namespace):
                 if kind == "PersistentVolumeClaim" and item.metadata.name not in disposable:
                     self.log(f"kept {kind} {namespace}/{item.metadata.name} (not disposable)")
                     continue
-                self._delete(kind, namespace, item.metadata.name)
+                self.cluster.delete(kind, namespace, item.metadata.name)
                 removed.append(f"{kind}/{item.metadata.name}")
         for item in removed:
             self.log(f"removed {namespace}/{item}")
-        self.wait_pods_gone(namespace, self.owner_selector, "stop")
+        self.cluster.wait_pods_gone(namespace, self.cluster.owner_selector, "stop")
         return removed
-
-    def wait_pods_gone(self, namespace: str, selector: str, what: str) -> None:
-        """Wait (bounded) until the deleted objects' pods are gone: until then they hold their node's
-        resources, and "everything is gone" would not be true yet."""
-        deadline = time.monotonic() + GONE_TIMEOUT_SECONDS
-        while pods := self._call("list pods", self.core.list_namespaced_pod, namespace, label_selector=selector).items:
-            if time.monotonic() >= deadline:
-                names = ", ".join(pod.metadata.name for pod in pods)
-                self.log(f"{what}: pods {names} are still terminating after {GONE_TIMEOUT_SECONDS} s")
-                return
-            time.sleep(GONE_POLL_SECONDS)
-
-    def _owned_items(self, kind: str, namespace: str) -> Iterator[Any]:
-        listing = self._call(f"list {kind}", self._api(kind, "list"), namespace, label_selector=self.owner_selector)
-        yield from listing.items
-
-    def _delete(self, kind: str, namespace: str, name: str) -> None:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            self._api(kind, "delete")(name, namespace, body={"propagationPolicy": "Foreground"})
-        except ApiException as error:
-            if error.status != 404:
-                raise KubernetesTargetError(f"kubernetes: delete {kind} {namespace}/{name}: {error.status} "
-                                            f"{_api_message(error)}", status=error.status) from None
-
-
-def resource_block(accelerator: AcceleratorRequest, cpu: float | None, memory_mb: int | None) -> dict[str, Any]:
-    """A container's ``resources``: cpu and memory as equal requests and limits, devices as limits."""
-    limits: dict[str, str] = {name: str(count) for name, count in kubernetes_resources(accelerator).items()}
-    requests: dict[str, str] = {}
-    if cpu:
-        requests["cpu"] = limits["cpu"] = f"{cpu:g}"
-    if memory_mb:
-        requests["memory"] = limits["memory"] = f"{memory_mb}Mi"
-    return {key: value for key, value in (("requests", requests), ("limits", limits)) if value}
-
 
 def _container_port(port: K8sPort) -> dict[str, Any]:
     body: dict[str, Any] = {"containerPort": port.port, "protocol": "TCP"}
@@ -583,16 +358,6 @@ def _container_port(port: K8sPort) -> dict[str, Any]:
 
 def _service_port_name(container: K8sContainer, port: K8sPort) -> str:
     return port.name or f"{container.name[:9]}-{port.port}".strip("-")
-
-
-def _keep_allocations(manifest: dict[str, Any], current: Any) -> None:
-    """A replaced Service keeps its cluster IP and the node ports the cluster chose."""
-    manifest["spec"]["clusterIP"] = current.spec.cluster_ip
-    allocated = {port.port: port.node_port for port in current.spec.ports or [] if port.node_port}
-    if manifest["spec"]["type"] == "NodePort":
-        for port in manifest["spec"]["ports"]:
-            if "nodePort" not in port and port["port"] in allocated:
-                port["nodePort"] = allocated[port["port"]]
 
 
 def _http_url(endpoints: dict[str, str]) -> str | None:
@@ -609,10 +374,3 @@ def _deadline_problem(conditions: list[Any]) -> str | None:
         if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
             return f"rollout stalled: {condition.message}"
     return None
-
-
-def _api_message(error: Any) -> str:
-    try:
-        return json.loads(error.body).get("message") or error.reason
-    except (TypeError, ValueError):
-        return str(error.reason)

@@ -19,14 +19,16 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any, ClassVar
 
 from cloud_deploy_provider.accelerators import request_of
-from cloud_deploy_provider.jobs import LOG_TAIL_LINES, JobResult
+from cloud_deploy_provider.clients.kubernetes import LABEL_INSTANCE, KubernetesCluster, resource_block
+from cloud_deploy_provider.jobs.base import LOG_TAIL_LINES, JobResult, JobRunner
 from cloud_deploy_provider.settings import SettingsError
 from cloud_deploy_provider.spec import DeploymentSpec, Job
 from cloud_deploy_provider.targets import TargetStatus
-from cloud_deploy_provider.targets.kubernetes import LABEL_INSTANCE, KubernetesTarget, resource_block
 
 LABEL_JOB = "cloud-deploy.io/job"
 JOB_CONTAINER = "job"
@@ -34,7 +36,7 @@ FINISHED_TTL_SECONDS = 600
 POLL_SECONDS = 1.0
 DEADLINE_GRACE_SECONDS = 60  # for the job controller to act on activeDeadlineSeconds once it has passed
 GPU_TYPE_LABEL_VARIABLE = "CLOUD_DEPLOY_K8S_GPU_TYPE_LABEL"
-DEFAULT_GPU_TYPE_LABEL = "cloud.google.com/gke-accelerator"  # the seed's GPU types are GKE accelerator names
+DEFAULT_GPU_TYPE_LABEL = "cloud.google.com/gke-accelerator"  # TANGO's GPU deployer names GPUs as GKE accelerators
 _LABEL_KEY = re.compile(
     r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*/)?"
     r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?", re.ASCII,
@@ -49,9 +51,52 @@ def gpu_type_label() -> str:
     return value
 
 
-class KubernetesJobRunner(KubernetesTarget):
-    """Runs a ``schedule.jobs`` entry of target ``kubernetes`` with the kubernetes target's connection,
-    namespace, registry and owner labels."""
+class KubernetesJobRunner(JobRunner):
+    """Runs a ``schedule.jobs`` entry of target ``kubernetes`` on the cluster the kubernetes target uses: the same
+    connection, namespace, registry and owner labels (:class:`KubernetesCluster`)."""
+
+    target: ClassVar[str] = "kubernetes"
+    conn_id_parameter: ClassVar[str] = "kubernetes_conn_id"
+
+    def __init__(self, project: Any, log: Callable[[str], None] = print, client: Any = None,
+                 conn_id: str | None = None, registry_conn_id: str | None = None, hook: Any = None,
+                 registry: Any = None):
+        super().__init__(project, log, client, conn_id, registry_conn_id)
+        self._hook, self._registry = hook, registry
+
+    @cached_property
+    def cluster(self) -> KubernetesCluster:
+        return KubernetesCluster(self.project, self.log, self.conn_id, self.registry_conn_id, hook=self._hook,
+                                 registry=self._registry)
+
+    def namespace(self, spec: DeploymentSpec) -> str:
+        k8s = spec.deploy.k8s
+        return self.cluster.namespace(k8s.namespace if k8s else None)
+
+    @classmethod
+    def describe(cls, project: Any, spec: DeploymentSpec, job: Job) -> dict[str, Any]:
+        return cls(project).job_manifest(spec, job, job.image or "<the pushed image, by digest>")
+
+    # ------------------------------------------------------------------ the job runner contract
+
+    def begin(self, spec: DeploymentSpec, job: Job, image: str) -> dict[str, Any]:
+        return {"job_name": self.start(spec, job, image, work_dir=self.work_dir(spec, job))}
+
+    def watch(self, spec: DeploymentSpec, job: Job, handle: dict[str, Any]) -> KubernetesJobWatch:
+        return KubernetesJobWatch(self, spec, job)
+
+    def result_of(self, job: Job, watch: Any, outcome: str, status: dict[str, Any]) -> JobResult:
+        found = (status.get("details") or {}).get("result")
+        if found:
+            return JobResult.from_dict(found)
+        if outcome == "timeout":
+            self.log(f"job {job.name}: still active after its deadline; deleting it")
+            return JobResult("failed", None, watch.tail(), True, self.job_name(job), job.timeout_seconds)
+        reason = status.get("message") or "the job's status could not be read"
+        return JobResult("failed", None, watch.tail(), reason=reason, timeout_seconds=job.timeout_seconds)
+
+    def end(self, spec: DeploymentSpec, job: Job, handle: dict[str, Any]) -> None:
+        self.remove(spec, job)
 
     # ------------------------------------------------------------------ manifests
 
@@ -59,10 +104,10 @@ class KubernetesJobRunner(KubernetesTarget):
         return self.project.resource_name(f"job-{job.name}", max_length=57)  # pod names add "-xxxxx"
 
     def job_selector(self, job: Job) -> str:
-        return f"{self.owner_selector},{LABEL_JOB}={job.name}"
+        return f"{self.cluster.owner_selector},{LABEL_JOB}={job.name}"
 
     def job_labels(self, spec: DeploymentSpec, job: Job) -> dict[str, str]:
-        return {**self.labels(spec), LABEL_INSTANCE: self.job_name(job), LABEL_JOB: job.name}
+        return {**self.cluster.owner_labels(spec.deploy.service_name, self.job_name(job)), LABEL_JOB: job.name}
 
     def job_manifest(self, spec: DeploymentSpec, job: Job, image: str, work_dir: str | None = None) -> dict[str, Any]:
         """The batch/v1 Job: the job's command replaces the image's entrypoint, as on the docker target."""
@@ -100,11 +145,9 @@ class KubernetesJobRunner(KubernetesTarget):
 
     def job_pull_secret(self, spec: DeploymentSpec, job: Job, reveal: bool = True) -> dict[str, Any] | None:
         """The registry login as a secret of the job's own, so deleting it never touches the service's."""
-        secret = self.pull_secret(spec, reveal)
-        if secret is not None:
-            secret["metadata"] = {"name": self.job_pull_secret_name(job), "namespace": self.namespace(spec),
-                                  "labels": self.job_labels(spec, job)}
-        return secret
+        metadata = {"name": self.job_pull_secret_name(job), "namespace": self.namespace(spec),
+                    "labels": self.job_labels(spec, job)}
+        return self.cluster.pull_secret(metadata, reveal)
 
     # ------------------------------------------------------------------ running
 
@@ -116,7 +159,7 @@ class KubernetesJobRunner(KubernetesTarget):
         self.start(spec, job, image, work_dir=work_dir)
         try:
             watch = KubernetesJobWatch(self, spec, job)
-            deadline = time.monotonic() + job.timeout_seconds + DEADLINE_GRACE_SECONDS
+            deadline = time.monotonic() + self.deadline_seconds(spec, job)
             while True:
                 status = watch.status(spec)
                 for line in status.details.get("log", []):
@@ -137,9 +180,9 @@ class KubernetesJobRunner(KubernetesTarget):
         try:
             secret = self.job_pull_secret(spec, job)
             if secret is not None:
-                self._call(f"create Secret {secret['metadata']['name']}", self.core.create_namespaced_secret,
-                           namespace, secret)
-            self._call(f"create Job {name}", self.batch.create_namespaced_job, namespace, manifest)
+                self.cluster.call(f"create Secret {secret['metadata']['name']}",
+                                  self.cluster.core.create_namespaced_secret, namespace, secret)
+            self.cluster.call(f"create Job {name}", self.cluster.batch.create_namespaced_job, namespace, manifest)
         except BaseException:
             self.remove(spec, job)
             raise
@@ -151,7 +194,7 @@ class KubernetesJobRunner(KubernetesTarget):
         self.log(f"job {job.name}: still active {DEADLINE_GRACE_SECONDS} s after its deadline; deleting it")
         return JobResult("failed", None, watch.tail(), True, self.job_name(job), job.timeout_seconds)
 
-    def deadline_seconds(self, job: Job) -> int:
+    def deadline_seconds(self, spec: DeploymentSpec, job: Job) -> int:
         """How long to wait for the Job: its own deadline, and time for the job controller to act on it."""
         return job.timeout_seconds + DEADLINE_GRACE_SECONDS
 
@@ -172,20 +215,11 @@ class KubernetesJobRunner(KubernetesTarget):
         return JobResult("failed", exit_code, tail, False, pod_name, job.timeout_seconds, reason=why)
 
     def _job_pods(self, namespace: str, name: str) -> list[Any]:
-        pods = self._call("list pods", self.core.list_namespaced_pod, namespace,
-                          label_selector=f"{LABEL_INSTANCE}={name}").items
+        pods = self.cluster.pods(namespace, f"{LABEL_INSTANCE}={name}")
         return sorted(pods, key=lambda pod: (pod.metadata.creation_timestamp, pod.metadata.name))
 
     def _pod_log(self, namespace: str, pod: str) -> list[str]:
-        from kubernetes.client.exceptions import ApiException
-
-        try:  # raw bytes: the client's own decoding turns a log into the repr of bytes
-            response = self.core.read_namespaced_pod_log(pod, namespace, container=JOB_CONTAINER,
-                                                         _preload_content=False)
-        except ApiException:  # not yet readable (the container is starting), or the pod is gone
-            return []
-        return response.data.decode(errors="replace").splitlines()
-
+        return self.cluster.pod_log(namespace, pod, JOB_CONTAINER) or []
 
     # ------------------------------------------------------------------ cleaning up
 
@@ -193,14 +227,14 @@ class KubernetesJobRunner(KubernetesTarget):
         """Delete the job's Jobs (with their pods) and its pull secret, then wait until the pods are gone."""
         namespace, selector = self.namespace(spec), self.job_selector(job)
         removed = []
-        for kind, lister in (("Job", self.batch.list_namespaced_job), ("Secret", self.core.list_namespaced_secret)):
-            for item in self._call(f"list {kind}", lister, namespace, label_selector=selector).items:
-                self._delete(kind, namespace, item.metadata.name)
+        for kind in ("Job", "Secret"):
+            for item in self.cluster.owned_items(kind, namespace, selector):
+                self.cluster.delete(kind, namespace, item.metadata.name)
                 removed.append(f"{kind}/{item.metadata.name}")
         if removed:
             left = " left by an earlier run" if leftovers else ""
             self.log(f"job {job.name}: removed {', '.join(removed)}{left}")
-        self.wait_pods_gone(namespace, selector, f"job {job.name}")
+        self.cluster.wait_pods_gone(namespace, selector, f"job {job.name}")
         return removed
 
 
@@ -217,21 +251,17 @@ class KubernetesJobWatch:
         self.namespace, self.name = runner.namespace(spec), runner.job_name(job)
         self.seen: dict[str, list[str]] = {}
 
-    @classmethod
-    def for_trigger(cls, project: Any, spec: DeploymentSpec, log: Any, connections: Any, job: str) -> KubernetesJobWatch:
-        found = next(entry for entry in spec.schedule.jobs if entry.name == job)
-        return cls(KubernetesJobRunner(project, log=log), spec, found)
-
     def status(self, spec: DeploymentSpec | None = None) -> TargetStatus:
         runner, job = self.runner, self.job
-        current = runner._call(f"read Job {self.name}", runner.batch.read_namespaced_job, self.name, self.namespace)
+        current = runner.cluster.call(f"read Job {self.name}", runner.cluster.batch.read_namespaced_job, self.name,
+                                      self.namespace)
         pods = runner._job_pods(self.namespace, self.name)
         lines = self._new_lines([pod for pod in pods if _started(pod)])
         finished = _finished(current)
         if finished is not None:
             result = runner._result(job, finished, runner._job_pods(self.namespace, self.name), self.tail())
             return TargetStatus(result.state, message=result.message(), details={"result": result.to_dict(), "log": lines})
-        problem = runner.pod_problem(self.namespace, self.name)
+        problem = runner.cluster.pod_problem(self.namespace, self.name)
         if problem is not None:
             result = JobResult("failed", None, self.tail(), reason=problem, timeout_seconds=job.timeout_seconds)
             return TargetStatus("failed", message=result.message(), details={"result": result.to_dict(), "log": lines})

@@ -1,4 +1,4 @@
-"""Batch jobs on a Docker engine: a container that runs to completion, for scheduled offline work.
+"""Scheduled jobs on the Docker engine: a container that runs to completion, for scheduled offline work.
 
 The container's output becomes the Airflow task log while the job runs, a job never outlives its
 timeout, and no container is left behind whatever happens to the run, so the next scheduled run
@@ -15,57 +15,79 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from cloud_deploy_provider.clients.docker_engine import EngineUser
-from cloud_deploy_provider.errors import Refusal, is_transient
+from cloud_deploy_provider.clients.docker_engine import engine_client
+from cloud_deploy_provider.errors import is_transient
 from cloud_deploy_provider.identity import LABEL_KEY
-from cloud_deploy_provider.spec import Batch, DeploymentSpec, Job, Resources
+from cloud_deploy_provider.jobs.base import LOG_TAIL_LINES, JobError, JobResult, JobRunner
+from cloud_deploy_provider.settings import EngineSettings
+from cloud_deploy_provider.spec import DeploymentSpec, Job
+from cloud_deploy_provider.targets import ImageRef
 
 JOB_LABEL = "io.cloud-deploy.job"
-LOG_TAIL_LINES = 20
-MESSAGE_LINES = 5
 DRAIN_SECONDS = 5
 _JOB_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?", re.ASCII)
 _END = None
 
 
-class JobError(Refusal):
-    """The job could not be run at all: a bad name, a missing image, the engine refused or failed."""
+class DockerJobRunner(JobRunner):
+    """Jobs as containers on this machine's Docker engine; Airflow retries a failed run (the task's retries)."""
 
+    target: ClassVar[str] = "docker"
 
-@dataclass(frozen=True)
-class JobResult:
-    state: str
-    exit_code: int | None
-    log_tail: list[str]
-    timed_out: bool = False
-    container: str = ""
-    timeout_seconds: int | None = None
-    reason: str = ""  # why a job that never got to run its command failed (unschedulable, image pull, ...)
+    def __init__(self, project: Any, log: Callable[[str], None] = print, client: Any = None,
+                 conn_id: str | None = None, registry_conn_id: str | None = None,
+                 settings: EngineSettings | None = None):
+        super().__init__(project, log, client, conn_id, registry_conn_id)
+        self.settings = settings or EngineSettings.from_env()
 
-    def message(self) -> str:
-        if self.state == "completed":
-            return f"completed (exit code {self.exit_code})"
-        if self.timed_out:
-            reason = f"exceeded its timeout of {self.timeout_seconds} s and was stopped"
-        else:
-            reason = self.reason or f"exit code {self.exit_code}"
-        if self.log_tail:
-            reason += "; last log lines: " + " | ".join(self.log_tail[-MESSAGE_LINES:])
-        return f"failed: {reason}"
+    def connect(self) -> Any:
+        return engine_client(self.settings, timeout=60)
 
-    def to_dict(self) -> dict:
-        return {**asdict(self), "message": self.message()}
+    # ------------------------------------------------------------------ the job runner contract
 
-    @classmethod
-    def from_dict(cls, data: dict) -> JobResult:
-        fields = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
-        return cls(**{**fields, "log_tail": list(fields.get("log_tail", []))})
+    def image(self, spec: DeploymentSpec, job: Job, built: ImageRef | None,
+              registry: Callable[[], Any] = lambda: None) -> str:
+        """The job's own image, pulled (with the registry's login when it lives there), else the project's image
+        as the build left it on this engine."""
+        if not job.image:
+            return built.reference
+        found = registry()
+        same_host = found is not None and job.image.startswith(f"{found.host}/")
+        self.pull(job.image, found.auth_config() if same_host else None)
+        return job.image
 
+    def begin(self, spec: DeploymentSpec, job: Job, image: str) -> dict[str, Any]:
+        resources = job.resources
+        command = " ".join(job.command or ["(the image's command)"])
+        self.log(f"job {job.name}: {image} {command}")
+        container = self.start(job.name, image, job.command, env={**spec.deploy.env, **job.env},
+                               timeout_seconds=job.timeout_seconds, cpu=resources.cpu, memory_mb=resources.memory,
+                               gpus=resources.gpu, work_dir=self.work_dir(spec, job))
+        return {"container": container}
 
-class DockerJobRunner(EngineUser):
+    def watch(self, spec: DeploymentSpec, job: Job, handle: dict[str, Any]) -> DockerJobWatch:
+        return DockerJobWatch(self, job.name, handle["container"], job.timeout_seconds)
+
+    def result_of(self, job: Job, watch: Any, outcome: str, status: dict[str, Any]) -> JobResult:
+        """The job's result from its last status; past its timeout, the container's output so far."""
+        found = (status.get("details") or {}).get("result")
+        if found:
+            return JobResult.from_dict(found)
+        if outcome == "timeout":
+            if not watch.seen:
+                watch.status()  # the output so far, for the message (when resumed, this process has read none yet)
+            self.log(f"job {job.name}: exceeded its timeout of {job.timeout_seconds} s; killing container "
+                     f"{watch.container}")
+            return watch.result("failed", None, timed_out=True)
+        return watch.result("failed", None, reason=status.get("message") or "the job's status could not be read")
+
+    def end(self, spec: DeploymentSpec, job: Job, handle: dict[str, Any]) -> None:
+        self.stop_and_remove(job.name, handle["container"])
+
+    # ------------------------------------------------------------------ containers
+
     def run(
         self,
         job: str,
@@ -239,11 +261,6 @@ class DockerJobWatch:
         self.runner, self.job, self.container, self.timeout_seconds = runner, job, container, timeout_seconds
         self.seen: list[str] = []
 
-    @classmethod
-    def for_trigger(cls, project: Any, spec: DeploymentSpec, log: Any, connections: Any, job: str, container: str,
-                    timeout_seconds: int) -> DockerJobWatch:
-        return cls(DockerJobRunner(project, log=log), job, container, timeout_seconds)
-
     def status(self, spec: DeploymentSpec | None = None) -> Any:
         from docker.errors import NotFound
 
@@ -350,21 +367,3 @@ def _engine_errors(job: str, image: str | None = None) -> Iterator[None]:
     except (DockerException, RequestException) as error:
         explanation = getattr(error, "explanation", None) or error
         raise JobError(f"job {job}: the Docker engine failed: {explanation}", retryable=is_transient(error)) from error
-
-
-def batch_job_spec(spec: DeploymentSpec, job: Job) -> DeploymentSpec:
-    """A scheduled job as an aws-batch deployment of the project: its command, env, sizes, timeout and retries.
-
-    AWS Batch retries the job itself (``attempts``) and stops it at its timeout, at least 60 s.
-    """
-    deploy, wanted = spec.deploy, job.resources
-    queue = deploy.batch.job_queue if deploy.batch else None
-    return spec.model_copy(update={"deploy": deploy.model_copy(update={
-        "type": "aws-batch",
-        "service_name": f"job-{job.name}",
-        "entrypoint": job.command or deploy.entrypoint,
-        "env": {**deploy.env, **job.env},
-        "resources": Resources(cpu=wanted.cpu or deploy.resources.cpu, memory=wanted.memory or deploy.resources.memory,
-                               gpu=wanted.gpu or None),
-        "batch": Batch(job_queue=queue, timeout_seconds=max(60, job.timeout_seconds), attempts=job.retries + 1),
-    })})
