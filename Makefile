@@ -1,10 +1,13 @@
-.PHONY: demo test stop benchmark
+.PHONY: demo test unit stop benchmark
 
 demo:  ## bring everything up and deploy samples/hello through the TANGO API
 	bash scripts/demo.sh
 
 test:  ## the whole test suite
 	bash scripts/test.sh
+
+unit:  ## the tests that need no Docker engine (seconds): unit tests, the REST API and DAGs on Airflow's DB
+	bash scripts/test.sh -q -m "not docker"
 
 stop:  ## stop the demo stack (deployed services keep running until /stop)
 	bash scripts/stack.sh stop $${DEMO_DIR:-.demo}

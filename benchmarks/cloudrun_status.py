@@ -46,7 +46,7 @@ def main() -> None:
     from cloud_deploy_provider.identity import ProjectRef
     from cloud_deploy_provider.spec import load_spec
     from cloud_deploy_provider.targets.gcp_cloudrun import CloudRunTarget
-    from tests.gcp_standin import GcpStandIn
+    from tests.standins.gcp import GcpStandIn
 
     engine = docker.APIClient(base_url=os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock"))
     with GcpStandIn(engine) as stand_in:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import REPO, free_port
+from tests.helpers import REPO, free_port
 
 
 class EmbeddedStack:

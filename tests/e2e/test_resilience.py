@@ -9,9 +9,9 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import REPO, SESSION_DIR
+from tests.helpers import REPO, SESSION_DIR
 from tests.e2e.stack import EmbeddedStack
-from tests.package_index import GatedPackageIndex
+from tests.standins.package_index import GatedPackageIndex
 
 pytestmark = pytest.mark.e2e
 SLOW_START_SECONDS = 50  # readiness that takes about a minute
@@ -162,7 +162,6 @@ def test_a_docker_engine_restart_during_a_build_ends_running_without_a_new_start
     assert httpx.get(f"{detail['url']}/healthz", timeout=5).status_code == 200
     stack.stopped(params)
     assert _containers(docker_client, params) == [] and _build_containers(docker_client) == []
-
 
 
 def test_a_stop_during_a_build_answers_at_once_and_leaves_nothing(stack, package_index, docker_client):

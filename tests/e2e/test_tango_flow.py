@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import REPO, SESSION_DIR
+from tests.helpers import REPO, SESSION_DIR
 from tests.e2e.stack import EmbeddedStack
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from cloud_deploy_provider.api.app import create_gateway_app
 from cloud_deploy_provider.api.index import DeploymentIndex
 from cloud_deploy_provider.api.runs import DEPLOY_DAG, UNDEPLOY_DAG
-from tests.conftest import Project
+from tests.helpers import Project
 
 
 @pytest.fixture
@@ -168,7 +168,6 @@ def test_plugin_mount_in_the_airflow_api_server_requires_airflow_auth(serialized
     api = TestClient(create_airflow_app())
     response = api.get("/cloud_deploy/status_request", params=project.conf)
     assert response.status_code == 401
-
 
 
 def _insert_runs(dag_id: str, count: int, prefix: str) -> None:

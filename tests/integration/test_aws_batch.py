@@ -15,11 +15,9 @@ from cloud_deploy_provider.status import Status
 from cloud_deploy_provider.targets._aws import AwsTargetError
 from cloud_deploy_provider.targets.aws_batch import BatchTarget
 
-from tests.conftest import Project
-from tests.integration.test_dags import _dag, _status
+from tests.helpers import Project, deployment_status, load_dag
 
 LOG_GROUP = "/aws/batch/job"
-
 
 
 def _target(project) -> BatchTarget:
@@ -86,10 +84,10 @@ def test_describe_calls_no_aws_api_and_waits_for_every_attempt(aws, monkeypatch)
 
 
 def test_job_runs_to_completion_through_the_dags_and_undeploy_removes_it(batch_project, aws, docker_client):
-    run = _dag("cloud_deploy").test(run_conf=batch_project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=batch_project.conf)
     assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
 
-    status = _status(batch_project)
+    status = deployment_status(batch_project)
     assert status.status == Status.COMPLETED, status
     job_id = status.target["resources"]["job_id"]
     target, spec = _target(batch_project), _spec(batch_project)
@@ -117,9 +115,9 @@ def test_job_runs_to_completion_through_the_dags_and_undeploy_removes_it(batch_p
     assert again.resources["job_definition"] == definition["jobDefinitionArn"]
     assert wait_ready(target, spec, print).state == "completed"
 
-    stopped = _dag("cloud_undeploy").test(run_conf=batch_project.conf)
+    stopped = load_dag("cloud_undeploy").test(run_conf=batch_project.conf)
     assert stopped.state == "success"
-    assert _status(batch_project).status == Status.STOPPED
+    assert deployment_status(batch_project).status == Status.STOPPED
     assert _active_definitions(aws, name) == []
     assert not _repository_exists(aws, batch_project)
     assert docker_client.containers(all=True, filters={"name": name}) == []
@@ -128,10 +126,10 @@ def test_job_runs_to_completion_through_the_dags_and_undeploy_removes_it(batch_p
 def test_a_failing_job_fails_the_run_with_its_exit_code_and_last_log_lines(batch_project, aws):
     failing = ["python3", "-c", "import sys; print('boom'); sys.exit(3)"]
     batch_project.edit(lambda spec: spec["deploy"].__setitem__("entrypoint", failing))
-    run = _dag("cloud_deploy").test(run_conf=batch_project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=batch_project.conf)
     assert run.state == "failed"
 
-    status = _status(batch_project)
+    status = deployment_status(batch_project)
     assert status.status == Status.FAILED and status.stage == "wait_ready", status
     assert "exit code 3" in status.message and "boom" in status.message, status.message
     live = _target(batch_project).status(_spec(batch_project))
@@ -140,10 +138,10 @@ def test_a_failing_job_fails_the_run_with_its_exit_code_and_last_log_lines(batch
 
 def test_a_missing_job_queue_is_a_clear_error_and_nothing_is_registered(batch_project, aws):
     batch_project.edit(lambda spec: spec["deploy"]["batch"].__setitem__("job_queue", "no-such-queue"))
-    run = _dag("cloud_deploy").test(run_conf=batch_project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=batch_project.conf)
     assert run.state == "failed"
 
-    status = _status(batch_project)
+    status = deployment_status(batch_project)
     assert status.stage == "validate" and "job queue no-such-queue does not exist" in status.message, status
     repositories = aws.client("ecr").describe_repositories()["repositories"]
     assert not [r for r in repositories if batch_project.project_id in r["repositoryName"]], "nothing built or pushed"
@@ -199,7 +197,7 @@ def test_stop_terminates_a_running_job_and_leaves_nothing(batch_project, aws, do
 def test_a_scheduled_job_runs_on_aws_batch_and_leaves_no_job_definition(batch_project, aws):
     """schedule.jobs[].target aws-batch: the project's image (in ECR), the job's command, Batch's retries."""
     from cloud_deploy_provider.scheduled import job_dag_id
-    from tests.integration.test_scheduled import _dagbag, _xcom
+    from tests.helpers import scheduled_dagbag, xcom
 
     jobs = [
         {"name": "predict", "cron": "@daily", "target": "aws-batch", "command": ["python3", "predict_batch.py"]},
@@ -207,15 +205,15 @@ def test_a_scheduled_job_runs_on_aws_batch_and_leaves_no_job_definition(batch_pr
          "command": ["python3", "predict_batch.py"]},
     ]
     batch_project.edit(lambda spec: spec.__setitem__("schedule", {"jobs": jobs}))
-    bag = _dagbag()
+    bag = scheduled_dagbag()
     run = bag.dags[job_dag_id(batch_project.ref, "predict")].test()
     assert run.state == "success"
-    assert _xcom(run, "run", "job")["state"] == "completed"
+    assert xcom(run, "run", "job")["state"] == "completed"
     assert _active_definitions(aws, _target(batch_project).project.resource_name("job-predict")) == []
 
     failed = bag.dags[job_dag_id(batch_project.ref, "broken")].test()
     assert failed.state == "failed"
-    result = _xcom(failed, "run", "job")
+    result = xcom(failed, "run", "job")
     assert (result["state"], result["exit_code"]) == ("failed", 1) and "missing.json" in result["message"], result
     assert _active_definitions(aws, _target(batch_project).project.resource_name("job-broken")) == []
 
@@ -224,18 +222,18 @@ def test_a_batch_jobs_command_runs_instead_of_the_images_entrypoint(batch_projec
     """A job definition has a command but no entrypoint, and Docker appends the command to the image's
     ENTRYPOINT (here ``python3 predict_batch.py``): the job runs from a copy of the project's image without one."""
     from cloud_deploy_provider.scheduled import job_dag_id
-    from tests.integration.test_scheduled import _dagbag, _xcom
+    from tests.helpers import scheduled_dagbag, xcom
 
     code = "import json, sys; print('classes:', *json.load(open('model.json'))['classes']); sys.exit(7)"
     jobs = [{"name": "other", "cron": "@daily", "target": "aws-batch", "command": ["python3", "-c", code]}]
     batch_project.edit(lambda spec: spec.__setitem__("schedule", {"jobs": jobs}))
-    run = _dagbag().dags[job_dag_id(batch_project.ref, "other")].test()
+    run = scheduled_dagbag().dags[job_dag_id(batch_project.ref, "other")].test()
 
     assert run.state == "failed"
-    result = _xcom(run, "run", "job")
+    result = xcom(run, "run", "job")
     assert (result["state"], result["exit_code"]) == ("failed", 7), result
     assert "classes: setosa versicolor virginica" in result["message"], result
-    pushed = _xcom(run, "build")["image"]
+    pushed = xcom(run, "build")["image"]
     copies = [tag for image in docker_client.images(pushed["reference"].rsplit(":", 1)[0])
               for tag in image["RepoTags"] or [] if ":cmd-" in tag]
     assert copies and docker_client.inspect_image(copies[0])["Config"]["Entrypoint"] in (None, [""])  # [""]: none

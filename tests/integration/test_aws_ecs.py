@@ -12,9 +12,8 @@ import pytest
 
 from cloud_deploy_provider.registries.oci import Registry, RegistryClient, split_reference
 from cloud_deploy_provider.status import Status
-from tests.aws_proxy import AwsProxy
-from tests.conftest import Project
-from tests.integration.test_dags import _dag, _status
+from tests.standins.aws_proxy import AwsProxy
+from tests.helpers import Project, deployment_status, load_dag
 
 
 @pytest.fixture
@@ -47,9 +46,9 @@ def leftovers(aws, project: Project) -> list[str]:
 
 
 def test_ecs_deploy_update_and_stop_through_the_dags(aws, ecs_project):
-    run = _dag("cloud_deploy").test(run_conf=ecs_project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=ecs_project.conf)
     assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
-    status = _status(ecs_project)
+    status = deployment_status(ecs_project)
     assert status.status == Status.RUNNING, status
 
     cluster, service_name = status.target["resources"]["cluster"], status.target["resources"]["service"]
@@ -72,27 +71,27 @@ def test_ecs_deploy_update_and_stop_through_the_dags(aws, ecs_project):
     assert RegistryClient(ecr_login).manifest_digest(path, tag) == status.image["digest"]
     assert aws.client("ecr").describe_repositories(repositoryNames=[path])["repositories"]
 
-    unchanged = _dag("cloud_deploy").test(run_conf=ecs_project.conf)
+    unchanged = load_dag("cloud_deploy").test(run_conf=ecs_project.conf)
     assert unchanged.state == "success"
-    assert _status(ecs_project).target["changed"] is False
+    assert deployment_status(ecs_project).target["changed"] is False
 
     ecs_project.edit(lambda spec: spec["deploy"]["env"].__setitem__("GREETING", "v2"))
-    updated = _dag("cloud_deploy").test(run_conf=ecs_project.conf)
+    updated = load_dag("cloud_deploy").test(run_conf=ecs_project.conf)
     assert updated.state == "success"
     service = ecs.describe_services(cluster=cluster, services=[service_name])["services"][0]
     assert service["taskDefinition"].endswith(":2")
 
-    stopped = _dag("cloud_undeploy").test(run_conf=ecs_project.conf)
+    stopped = load_dag("cloud_undeploy").test(run_conf=ecs_project.conf)
     assert stopped.state == "success"
-    assert _status(ecs_project).status == Status.STOPPED
+    assert deployment_status(ecs_project).status == Status.STOPPED
     assert leftovers(aws, ecs_project) == []
 
 
 def test_a_cluster_the_project_did_not_create_is_kept_on_stop(aws, ecs_project):
     aws.client("ecs").create_cluster(clusterName="shared-gpu")
     ecs_project.edit(lambda spec: spec["deploy"].__setitem__("ecs", {"cluster": "shared-gpu"}))
-    assert _dag("cloud_deploy").test(run_conf=ecs_project.conf).state == "success"
-    assert _dag("cloud_undeploy").test(run_conf=ecs_project.conf).state == "success"
+    assert load_dag("cloud_deploy").test(run_conf=ecs_project.conf).state == "success"
+    assert load_dag("cloud_undeploy").test(run_conf=ecs_project.conf).state == "success"
     ecs = aws.client("ecs")
     assert ecs.describe_clusters(clusters=["shared-gpu"])["clusters"][0]["status"] == "ACTIVE"
     assert leftovers(aws, ecs_project) == []
@@ -109,9 +108,9 @@ def test_a_cluster_the_project_did_not_create_is_kept_on_stop(aws, ecs_project):
 )
 def test_a_permanent_aws_error_fails_the_run_with_aws_message(aws, ecs_project, change, aws_message):
     ecs_project.edit(lambda spec: change(spec["deploy"]))
-    run = _dag("cloud_deploy").test(run_conf=ecs_project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=ecs_project.conf)
     assert run.state == "failed"
-    status = _status(ecs_project)
+    status = deployment_status(ecs_project)
     assert status.status == Status.FAILED and status.stage == "validate", "checked before building anything"
     assert aws_message in status.message, status.message
     assert leftovers(aws, ecs_project) == [], "a failed pre-flight check must create nothing"
@@ -126,15 +125,15 @@ def flaky_aws(aws, monkeypatch):
 
 
 def test_throttling_and_5xx_are_retried_with_backoff(aws, ecs_project, flaky_aws):
-    run = _dag("cloud_deploy").test(run_conf=ecs_project.conf)
-    assert run.state == "success", _status(ecs_project).message
+    run = load_dag("cloud_deploy").test(run_conf=ecs_project.conf)
+    assert run.state == "success", deployment_status(ecs_project).message
     retried = {operation for operation, calls in flaky_aws.seen.items() if calls >= 2}
     assert {"AmazonEC2ContainerServiceV20141113.CreateService", "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken"} <= retried
     print(f"{len(flaky_aws.seen)} AWS operations, each failed once (throttle or 503) and retried")
     created = json.loads(flaky_aws.bodies["AmazonEC2ContainerServiceV20141113.CreateService"])
     breaker = created["deploymentConfiguration"]["deploymentCircuitBreaker"]
     assert breaker == {"enable": True, "rollback": True}
-    assert _dag("cloud_undeploy").test(run_conf=ecs_project.conf).state == "success"
+    assert load_dag("cloud_undeploy").test(run_conf=ecs_project.conf).state == "success"
     assert leftovers(aws, ecs_project) == []
 
 
@@ -146,7 +145,7 @@ def test_credentials_stay_out_of_logs_xcom_and_responses(aws, ecs_project, seria
     from airflow.utils.session import create_session
     from cloud_deploy_provider.api.app import create_gateway_app
 
-    run = _dag("cloud_deploy").test(run_conf=ecs_project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=ecs_project.conf)
     assert run.state == "success"
     captured = capfd.readouterr()
     logs = caplog.text + captured.out + captured.err

@@ -1,7 +1,7 @@
 """The aws-sagemaker target on moto (real HTTP server) and the ECR stand-in, through the real DAGs.
 
 moto keeps every endpoint InService from creation and has no UpdateEndpoint; the update test puts
-a wire-level proxy in front of moto that answers that one operation (``tests/aws_proxy.py``).
+a wire-level proxy in front of moto that answers that one operation (``tests/standins/aws_proxy.py``).
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ from cloud_deploy_provider.status import Status
 from cloud_deploy_provider.targets import ImageRef
 from cloud_deploy_provider.targets._aws import CREATED_BY
 from cloud_deploy_provider.targets.aws_sagemaker import SageMakerTarget
-from tests.aws_proxy import AwsProxy
-from tests.conftest import Project
-from tests.integration.test_dags import _dag, _status
+from tests.standins.aws_proxy import AwsProxy
+from tests.helpers import Project, deployment_status, load_dag
 
 BUCKET = "cloud-deploy-test-models"
-
 
 
 def _target(project) -> SageMakerTarget:
@@ -65,12 +63,12 @@ def project(aws, airflow_db, docker_client, base_image):
 
 
 def test_realtime_deploy_is_idempotent_and_undeploy_removes_everything(aws, project):
-    run = _dag("cloud_deploy").test(run_conf=project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=project.conf)
     assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
 
     target, spec = _target(project), _spec(project)
     name = target.name(spec)
-    status = _status(project)
+    status = deployment_status(project)
     assert status.status == Status.RUNNING, status
     assert status.url == f"https://runtime.sagemaker.us-east-1.amazonaws.com/endpoints/{name}/invocations"
     details = runs.latest_run(runs.DEPLOY_DAG, project.ref).xcom("deploy")["status"]["details"]
@@ -99,14 +97,14 @@ def test_realtime_deploy_is_idempotent_and_undeploy_removes_everything(aws, proj
         assert tar.extractfile("model.json").read() == (project.folder / "model.json").read_bytes()
 
     models_before = _project_names(aws, project)["models"]
-    again = _dag("cloud_deploy").test(run_conf=project.conf)
+    again = load_dag("cloud_deploy").test(run_conf=project.conf)
     assert again.state == "success"
     assert runs.latest_run(runs.DEPLOY_DAG, project.ref).xcom("deploy")["changed"] is False
     assert _project_names(aws, project)["models"] == models_before == [model["ModelName"]]
 
-    stopped = _dag("cloud_undeploy").test(run_conf=project.conf)
+    stopped = load_dag("cloud_undeploy").test(run_conf=project.conf)
     assert stopped.state == "success"
-    assert _status(project).status == Status.STOPPED
+    assert deployment_status(project).status == Status.STOPPED
     removed = runs.latest_run(runs.UNDEPLOY_DAG, project.ref).xcom("stop")["removed"]
     assert f"sagemaker-endpoint/{name}" in removed and f"sagemaker-model/{model['ModelName']}" in removed
     assert _project_names(aws, project) == {"endpoints": [], "configs": [], "models": [], "objects": [],
@@ -119,11 +117,11 @@ def test_async_endpoint_config_carries_the_output_paths(aws, project):
     project.edit(lambda spec: spec["deploy"]["sagemaker"].update(
         {"mode": "async", "async": {"output_path": output, "failure_path": failures,
                                     "max_concurrent_invocations_per_instance": 4}}))
-    run = _dag("cloud_deploy").test(run_conf=project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=project.conf)
     assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
 
     name = _target(project).name(_spec(project))
-    status = _status(project)
+    status = deployment_status(project)
     assert status.url.endswith(f"/endpoints/{name}/async-invocations")
     details = runs.latest_run(runs.DEPLOY_DAG, project.ref).xcom("deploy")["status"]["details"]
     assert details["mode"] == "async" and details["max_inference_time"] == "15 min"
@@ -141,9 +139,9 @@ def test_a_missing_execution_role_fails_the_run_with_aws_message_and_creates_not
         aws.client("iam").get_role(RoleName=role.rsplit("/", 1)[-1])
     assert missing.value.response["Error"]["Code"] == "NoSuchEntity"
 
-    run = _dag("cloud_deploy").test(run_conf=project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=project.conf)
     assert run.state == "failed"
-    status = _status(project)
+    status = deployment_status(project)
     # validate runs the target's preflight where the operator supports it; deploy checks again in any case
     assert status.status == Status.FAILED and status.stage in ("validate", "deploy")
     assert missing.value.response["Error"]["Message"] in status.message and role in status.message
@@ -154,9 +152,9 @@ def test_a_missing_execution_role_fails_the_run_with_aws_message_and_creates_not
 def test_a_symlink_in_model_data_fails_the_run_naming_it(aws, project):
     (project.folder / "weights.json").symlink_to("model.json")
     project.edit(lambda spec: spec["deploy"]["sagemaker"].__setitem__("model_data", ["weights.json"]))
-    run = _dag("cloud_deploy").test(run_conf=project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=project.conf)
     assert run.state == "failed"
-    status = _status(project)
+    status = deployment_status(project)
     assert "'weights.json' is a symbolic link" in status.message, status
     names = _project_names(aws, project)
     assert names["endpoints"] == names["models"] == names["objects"] == []

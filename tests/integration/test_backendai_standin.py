@@ -11,12 +11,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
-import docker
 import httpx
 import pytest
 import yaml
 
-from tests.backendai_standin import LABEL, BackendAIStandIn
+from tests.standins.backendai import LABEL, BackendAIStandIn
 
 BASE_IMAGE = os.environ.get("CLOUD_DEPLOY_BASE_IMAGE", "cloud-deploy/debian-python:bookworm")
 VERSION = "v8.20240915"
@@ -109,21 +108,16 @@ def _model_folder(client: Client, name: str, definition: bytes, usage_mode: str 
     return folder["id"]
 
 
-def _containers(docker_api, standin, endpoint_id: str | None = None) -> list[dict]:
+def _containers(docker_client, standin, endpoint_id: str | None = None) -> list[dict]:
     labels = [f"{LABEL}={standin.instance_id}"]
     if endpoint_id:
         labels.append(f"{LABEL}.endpoint={uuid.UUID(endpoint_id).hex}")
-    return docker_api.containers(all=True, filters={"label": labels})
+    return docker_client.containers(all=True, filters={"label": labels})
 
 
 @pytest.fixture(scope="module")
-def docker_api():
-    return docker.APIClient(base_url="unix:///var/run/docker.sock")
-
-
-@pytest.fixture(scope="module")
-def standin(docker_api):
-    with BackendAIStandIn(docker_api) as running:
+def standin(docker_client):
+    with BackendAIStandIn(docker_client) as running:
         yield running
 
 
@@ -203,7 +197,7 @@ def test_folders_upload_and_trash(standin, client):
     assert client.ok("GET", "/folders") == []
 
 
-def test_service_lifecycle(standin, client, docker_api, model):
+def test_service_lifecycle(standin, client, docker_client, model):
     created = client.ok("POST", "/services", _service("hello-svc", model))
     endpoint_id = created["endpoint_id"]
     assert created["active_routes"] == [] and created["service_endpoint"] is None
@@ -222,7 +216,7 @@ def test_service_lifecycle(standin, client, docker_api, model):
 
     route = standin.service(endpoint_id)["routes"][0]
     assert route["resources"] == {"cpu": "1", "mem": str(512 << 20)}
-    env = docker_api.inspect_container(route["container"])["Config"]["Env"]
+    env = docker_client.inspect_container(route["container"])["Config"]["Env"]
     assert {"GREETING=hi", "BACKEND_MODEL_NAME=hello-model", "BACKEND_MODEL_PATH=/models"} <= set(env)
 
     assert httpx.get(url + "/index.html").status_code == 401
@@ -243,7 +237,7 @@ def test_service_lifecycle(standin, client, docker_api, model):
     assert client.ok("DELETE", f"/services/{endpoint_id}") == {"success": True}
     state = client.wait_status(endpoint_id, {"DESTROYED"}, timeout=20)
     assert state["status"] == "DESTROYED" and state["routings"] == []
-    assert _containers(docker_api, standin, endpoint_id) == []
+    assert _containers(docker_client, standin, endpoint_id) == []
     assert client.call("GET", f"/services/{endpoint_id}").status_code == 404
     with pytest.raises(httpx.ConnectError):
         httpx.get(url + "/index.html", headers={"Authorization": f"BackendAI {token}"})
@@ -270,7 +264,7 @@ def test_public_service_and_gpu_slots(standin, client, model):
     client.ok("DELETE", f"/services/{endpoint_id}")
 
 
-def test_failing_service_is_unhealthy_with_error_data(standin, client, docker_api):
+def test_failing_service_is_unhealthy_with_error_data(standin, client, docker_client):
     _model_folder(client, "broken-model", _definition("echo starting; echo model weights missing >&2; exit 3"))
     endpoint_id = client.ok("POST", "/services", _service("broken-svc", "broken-model"))["endpoint_id"]
     state = client.wait_status(endpoint_id, {"HEALTHY", "UNHEALTHY"})
@@ -278,7 +272,7 @@ def test_failing_service_is_unhealthy_with_error_data(standin, client, docker_ap
     error = json.loads(state["routings"][0]["error_data"])
     assert error["exit_code"] == 3 and "model weights missing" in error["logs"]
     assert state["errors"][0]["errors"][0]["name"] == "ContainerExited"
-    assert _containers(docker_api, standin, endpoint_id) == []
+    assert _containers(docker_client, standin, endpoint_id) == []
     assert client.ok("GET", f"/services/{endpoint_id}")["active_routes"] == []
     client.ok("DELETE", f"/services/{endpoint_id}")
 
@@ -320,15 +314,15 @@ def test_duplicate_name_and_zero_replicas(client, model):
     client.ok("POST", "/services", _service("idle-svc", model, desired_session_count=0))
 
 
-def test_stop_removes_everything(docker_api):
-    standin = BackendAIStandIn(docker_api).start()
+def test_stop_removes_everything(docker_client):
+    standin = BackendAIStandIn(docker_client).start()
     client = Client(standin.endpoint, standin.access_key, standin.secret_key)
     _model_folder(client, "m", _definition(["python3", "-m", "http.server", "8080"]))
     endpoint_id = client.ok("POST", "/services", _service("left-over", "m", open_to_public=True))["endpoint_id"]
     assert client.wait_status(endpoint_id, {"HEALTHY", "UNHEALTHY"})["status"] == "HEALTHY"
     url = client.ok("GET", f"/services/{endpoint_id}")["service_endpoint"]
-    assert _containers(docker_api, standin)
+    assert _containers(docker_client, standin)
     standin.stop()
-    assert _containers(docker_api, standin) == []
+    assert _containers(docker_client, standin) == []
     with pytest.raises(httpx.ConnectError):
         httpx.get(url)

@@ -2,7 +2,7 @@
 
 import subprocess
 
-from tests.conftest import REPO
+from tests.helpers import REPO
 
 
 def test_docker_compose_config_passes():

@@ -17,8 +17,7 @@ from fastapi.testclient import TestClient
 from cloud_deploy_provider.api.app import create_gateway_app
 from cloud_deploy_provider.registries.oci import Registry, RegistryClient, split_reference
 from cloud_deploy_provider.status import Status
-from tests.conftest import REPO, Project
-from tests.integration.test_dags import _dag, _status
+from tests.helpers import Project, REPO, deployment_status, load_dag
 
 FLOWER = {"features": [5.1, 3.5, 1.4, 0.2]}
 ATOM_MODEL = "iris-classifier"
@@ -44,12 +43,12 @@ def atom_project(backendai, airflow_db, base_image):
 
 
 def _undeploy(project) -> None:
-    _dag("cloud_undeploy").test(run_conf=project.conf)
+    load_dag("cloud_undeploy").test(run_conf=project.conf)
 
 
 def _deploy(project):
-    run = _dag("cloud_deploy").test(run_conf=project.conf)
-    return run, _status(project)
+    run = load_dag("cloud_deploy").test(run_conf=project.conf)
+    return run, deployment_status(project)
 
 
 def _service(backendai, status) -> dict:
@@ -96,12 +95,12 @@ def test_gpu_service_runs_answers_and_stops(backendai, gpu_project, serialized_d
     assert unchanged_run.state == "success" and unchanged.target["changed"] is False
     assert unchanged.target["resources"]["endpoint_id"] == status.target["resources"]["endpoint_id"]
 
-    assert _dag("cloud_undeploy").test(run_conf=gpu_project.conf).state == "success"
+    assert load_dag("cloud_undeploy").test(run_conf=gpu_project.conf).state == "success"
     assert backendai.stand_in.service(status.target["resources"]["endpoint_id"])["status"] == "DESTROYED"
     with pytest.raises(KeyError):
         backendai.stand_in.folder_files(name)
-    assert _status(gpu_project).status == Status.STOPPED
-    assert _dag("cloud_undeploy").test(run_conf=gpu_project.conf).state == "success", "stop is idempotent"
+    assert deployment_status(gpu_project).status == Status.STOPPED
+    assert load_dag("cloud_undeploy").test(run_conf=gpu_project.conf).state == "success", "stop is idempotent"
 
 
 def test_atom_service_on_an_existing_model_folder(backendai, atom_project):
@@ -115,7 +114,7 @@ def test_atom_service_on_an_existing_model_folder(backendai, atom_project):
     answer = httpx.post(f"{status.url}/predict", json={"features": [6.7, 3.0, 5.2, 2.3]}, timeout=10).json()
     assert answer["class"] == "virginica", "the weights come from the mounted model folder"
 
-    assert _dag("cloud_undeploy").test(run_conf=atom_project.conf).state == "success"
+    assert load_dag("cloud_undeploy").test(run_conf=atom_project.conf).state == "success"
     assert backendai.stand_in.service(status.target["resources"]["endpoint_id"])["status"] == "DESTROYED"
     assert "model.json" in backendai.stand_in.folder_files(ATOM_MODEL), "the user's model folder is kept"
 
@@ -167,7 +166,7 @@ def test_tangos_env_alone_deploys_when_there_is_no_backendai_connection(backenda
     body = _service(backendai, status)["body"]
     assert (body["domain"], body["group"]) == ("default", "default")
     assert stand_in.secret_key not in json.dumps(status.target)
-    assert _dag("cloud_undeploy").test(run_conf=gpu_project.conf).state == "success"
+    assert load_dag("cloud_undeploy").test(run_conf=gpu_project.conf).state == "success"
     assert _service(backendai, status)["status"] == "DESTROYED"
 
 
@@ -208,7 +207,7 @@ def test_another_projects_service_with_the_same_name_is_never_touched(backendai,
         run, status = _deploy(gpu_project)
         assert run.state == "failed" and status.stage == "deploy"
         assert "Cannot create multiple services with same name" in status.message, status.message
-        assert _dag("cloud_undeploy").test(run_conf=gpu_project.conf).state == "success"
+        assert load_dag("cloud_undeploy").test(run_conf=gpu_project.conf).state == "success"
         assert backendai.stand_in.service(foreign)["lifecycle"] == "created", "stop left the other service alone"
     finally:
         client.call("DELETE", f"/services/{foreign}")

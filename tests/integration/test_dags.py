@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 
@@ -10,19 +9,8 @@ import httpx
 import pytest
 
 from cloud_deploy_provider.api import runs
-from cloud_deploy_provider.status import Status, derive_status
-from tests.conftest import REPO
-
-
-def _dag(name: str):
-    spec = importlib.util.spec_from_file_location(f"dag_{name}", REPO / "dags" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.dag
-
-
-def _status(project):
-    return derive_status(runs.latest_run(runs.DEPLOY_DAG, project.ref), runs.latest_run(runs.UNDEPLOY_DAG, project.ref))
+from cloud_deploy_provider.status import Status
+from tests.helpers import REPO, deployment_status, load_dag
 
 
 @pytest.mark.parametrize("name", ["cloud_deploy", "cloud_undeploy"])
@@ -44,17 +32,17 @@ def test_dag_files_import_nothing_heavy_at_parse_time(name):
 
 
 def test_deploy_then_undeploy_through_airflow(airflow_db, hello_project, docker_client):
-    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
     assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
 
-    status = _status(hello_project)
+    status = deployment_status(hello_project)
     assert status.status == Status.RUNNING and status.url == hello_project.url
     assert status.image["reference"].endswith(status.image["build_key"][:24])
     assert httpx.post(f"{hello_project.url}/predict", json={"features": [5.1, 3.5, 1.4, 0.2]}).json()["class"] == "setosa"
 
-    again = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    again = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
     assert again.state == "success"
-    assert _status(hello_project).image["skipped"] == "engine"
+    assert deployment_status(hello_project).image["skipped"] == "engine"
 
     from cloud_deploy_provider.api import deployments
 
@@ -65,17 +53,17 @@ def test_deploy_then_undeploy_through_airflow(airflow_db, hello_project, docker_
     live = deployments.current_status(hello_project.ref)
     assert live.status == Status.FAILED and "exit code" in live.message, live
 
-    stopped = _dag("cloud_undeploy").test(run_conf=hello_project.conf)
+    stopped = load_dag("cloud_undeploy").test(run_conf=hello_project.conf)
     assert stopped.state == "success"
-    assert _status(hello_project).status == Status.STOPPED
+    assert deployment_status(hello_project).status == Status.STOPPED
     assert docker_client.containers(all=True, filters={"label": f"io.cloud-deploy.key={hello_project.ref.key}"}) == []
 
 
 def test_invalid_yaml_fails_the_run_with_the_reason_in_the_status(airflow_db, hello_project):
     hello_project.edit(lambda spec: spec["deploy"].__setitem__("entrypiont", ["x"]))
-    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
     assert run.state == "failed"
-    status = _status(hello_project)
+    status = deployment_status(hello_project)
     assert status.status == Status.FAILED and status.stage == "validate"
     assert "entrypiont" in status.message and "entrypoint" in status.message
 
@@ -88,13 +76,13 @@ def test_a_tango_generated_spec_deploys_with_the_atp_warning_in_the_validate_log
         spec["deploy"]["network"]["service_host_ip"] = "1.2.3.4"
 
     hello_project.edit(tango_forms)
-    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
     assert run.state == "success", {ti.task_id: ti.state for ti in run.get_task_instances()}
     captured = capfd.readouterr()
     logs = caplog.text + captured.out + captured.err
     shown = f"common/{hello_project.user_id}/{hello_project.project_id}/deployment.yaml"
     assert f"warning: {shown}: build.components.custom_packages.atp: read as 'apt'" in logs
-    status = _status(hello_project)
+    status = deployment_status(hello_project)
     assert status.status == Status.RUNNING and status.url == f"http://1.2.3.4:{hello_project.port}"
     assert runs.latest_run(runs.DEPLOY_DAG, hello_project.ref).xcom("deploy")["warnings"] == [
         "build.components.custom_packages.atp: read as 'apt' (TANGO's code generator misspells the key); "
@@ -106,9 +94,9 @@ def test_a_yaml_error_in_the_status_names_the_file_relative_to_the_shared_root(a
     import os
 
     hello_project.spec_file.write_text("build:\n  accelerator: cpu\n  - oops\n")
-    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
     assert run.state == "failed"
-    status = _status(hello_project)
+    status = deployment_status(hello_project)
     shown = f"common/{hello_project.user_id}/{hello_project.project_id}/deployment.yaml"
     assert status.stage == "validate" and f"{shown}: line 3, column 3: " in status.message, status
     assert os.environ["CLOUD_DEPLOY_SHARED_ROOT"] not in status.message
@@ -118,7 +106,7 @@ def test_bad_identifiers_are_rejected_before_any_task_runs(airflow_db):
     from airflow.sdk.exceptions import ParamValidationError
 
     with pytest.raises(ParamValidationError):
-        _dag("cloud_deploy").test(run_conf={"user_id": "../etc", "project_id": "x"})
+        load_dag("cloud_deploy").test(run_conf={"user_id": "../etc", "project_id": "x"})
 
 
 def test_push_through_airflow_keeps_the_registry_password_out_of_logs_xcom_and_responses(
@@ -138,9 +126,9 @@ def test_push_through_airflow_keeps_the_registry_password_out_of_logs_xcom_and_r
     monkeypatch.setenv("AIRFLOW_CONN_TEST_REGISTRY", json.dumps(connection))
     monkeypatch.setenv("CLOUD_DEPLOY_REGISTRY_CONN_ID", "test_registry")
 
-    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
     assert run.state == "success"
-    status = _status(hello_project)
+    status = deployment_status(hello_project)
     assert status.image["reference"].startswith(f"{registry.host}/") and status.image["digest"].startswith("sha256:")
 
     captured = capfd.readouterr()
@@ -158,11 +146,11 @@ def test_a_slow_readiness_is_waited_for_in_the_triggerer(airflow_db, hello_proje
     monkeypatch.setenv("CLOUD_DEPLOY_INLINE_WAIT_SECONDS", "0")
     server = hello_project.folder / "server.py"
     server.write_text("import time; time.sleep(3)\n" + server.read_text())
-    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
 
     assert run.state == "success"
     assert "the triggerer waits for the rest" in capfd.readouterr().out, "the task deferred"
-    status = _status(hello_project)
+    status = deployment_status(hello_project)
     assert status.status == Status.RUNNING and status.url == hello_project.url
     result = runs.latest_run(runs.DEPLOY_DAG, hello_project.ref).xcom("deploy")
     assert result["status"]["state"] == "running" and result["stages"]["wait_ready"] >= 2, result["stages"]
@@ -175,10 +163,10 @@ def test_a_service_that_crashes_while_waited_for_fails_the_run_with_its_exit_cod
     monkeypatch.setenv("CLOUD_DEPLOY_INLINE_WAIT_SECONDS", "0")
     server = hello_project.folder / "server.py"
     server.write_text("import sys, time; time.sleep(1); print('no model here'); sys.exit(4)\n")
-    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
 
     assert run.state == "failed"
-    status = _status(hello_project)
+    status = deployment_status(hello_project)
     assert status.status == Status.FAILED and status.stage == "wait_ready", status
     assert "exit code 4" in status.message and "no model here" in status.message, status.message
     deploy = next(ti for ti in run.get_task_instances() if ti.task_id == "deploy")
@@ -197,7 +185,7 @@ def test_a_running_task_whose_heartbeat_stopped_is_reported_unknown(airflow_db, 
 
     from cloud_deploy_provider.api import deployments
 
-    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
     assert run.state == "success"
 
     def task_heard(seconds_ago: float) -> None:

@@ -20,8 +20,7 @@ from google.cloud import run_v2
 
 from cloud_deploy_provider.registries.oci import Registry, RegistryClient, split_reference
 from cloud_deploy_provider.status import Status
-from tests.conftest import Project
-from tests.integration.test_dags import _dag, _status
+from tests.helpers import Project, deployment_status, load_dag
 
 FLOWER = {"features": [6.7, 3.0, 5.2, 2.3]}
 
@@ -64,8 +63,8 @@ def _exists(get, name: str) -> bool:
 
 
 def _deploy(project: Project):
-    run = _dag("cloud_deploy").test(run_conf=project.conf)
-    return run, _status(project)
+    run = load_dag("cloud_deploy").test(run_conf=project.conf)
+    return run, deployment_status(project)
 
 
 def test_deploy_serves_by_digest_from_artifact_registry_then_stop_removes_everything(gcp, cloudrun_project):
@@ -98,13 +97,13 @@ def test_deploy_serves_by_digest_from_artifact_registry_then_stop_removes_everyt
     assert unchanged_run.state == "success" and unchanged.target["changed"] is False
     assert _service(gcp, unchanged).generation == service.generation, "no new revision for the same inputs"
 
-    stopped = _dag("cloud_undeploy").test(run_conf=cloudrun_project.conf)
+    stopped = load_dag("cloud_undeploy").test(run_conf=cloudrun_project.conf)
     assert stopped.state == "success"
-    assert _status(cloudrun_project).status == Status.STOPPED
+    assert deployment_status(cloudrun_project).status == Status.STOPPED
     assert _leftovers(gcp, cloudrun_project) == []
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"{status.url}/healthz", timeout=2).raise_for_status()
-    assert _dag("cloud_undeploy").test(run_conf=cloudrun_project.conf).state == "success", "stop is idempotent"
+    assert load_dag("cloud_undeploy").test(run_conf=cloudrun_project.conf).state == "success", "stop is idempotent"
 
 
 def test_a_revision_that_fails_readiness_keeps_the_old_one_serving(gcp, cloudrun_project):
@@ -238,7 +237,7 @@ def test_each_kind_of_google_credentials_reaches_the_api_and_gets_a_registry_tok
     from cloud_deploy_provider.identity import ProjectRef
     from cloud_deploy_provider.spec import load_spec
     from cloud_deploy_provider.targets.gcp_cloudrun import CloudRunTarget
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     connection = json.loads(gcp.connection())
     del connection["extra"]["keyfile_dict"]
@@ -265,7 +264,7 @@ def test_a_shared_repository_is_created_when_missing_and_kept_on_stop(gcp, cloud
     run, status = _deploy(cloudrun_project)
     assert run.state == "success", status.message
     assert f"/{gcp.project_id}/team-images/" in status.image["reference"]
-    assert _dag("cloud_undeploy").test(run_conf=cloudrun_project.conf).state == "success"
+    assert load_dag("cloud_undeploy").test(run_conf=cloudrun_project.conf).state == "success"
     shared = f"projects/{gcp.project_id}/locations/{gcp.region}/repositories/team-images"
     assert _exists(gcp.artifact_registry().get_repository, shared), "shared: never deleted by a project's stop"
     assert _leftovers(gcp, cloudrun_project) == []

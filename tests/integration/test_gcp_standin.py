@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import docker
 import httpx
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -18,7 +17,7 @@ from google.oauth2 import credentials as oauth2_credentials
 from google.oauth2 import service_account
 from google.protobuf import empty_pb2
 
-from tests.gcp_standin import LABEL, GcpStandIn
+from tests.standins.gcp import LABEL, GcpStandIn
 
 BASE_IMAGE = os.environ.get("CLOUD_DEPLOY_BASE_IMAGE", "cloud-deploy/debian-python:bookworm")
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
@@ -28,13 +27,8 @@ SERVE = ('mkdir -p /tmp/www && echo "$MESSAGE" > /tmp/www/index.html && cd /tmp/
 
 
 @pytest.fixture(scope="module")
-def docker_api():
-    return docker.APIClient(base_url="unix:///var/run/docker.sock")
-
-
-@pytest.fixture(scope="module")
-def standin(docker_api):
-    with GcpStandIn(docker_api) as running:
+def standin(docker_client):
+    with GcpStandIn(docker_client) as running:
         yield running
 
 
@@ -87,8 +81,8 @@ def _other_key() -> str:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
 
 
-def _containers(docker_api, standin, service: str) -> list[dict]:
-    return docker_api.containers(all=True, filters={"label": [f"{LABEL}={standin.instance_id}",
+def _containers(docker_client, standin, service: str) -> list[dict]:
+    return docker_client.containers(all=True, filters={"label": [f"{LABEL}={standin.instance_id}",
                                                               f"{LABEL}.service={service}"]})
 
 
@@ -155,7 +149,7 @@ def test_artifact_registry_repositories(registry, parent):
         registry.delete_repository(name=created.name)
 
 
-def test_cloud_run_service_lifecycle(standin, docker_api, run, parent):
+def test_cloud_run_service_lifecycle(standin, docker_client, run, parent):
     name = f"{parent}/services/hello"
     service = run_v2.Service(labels={"app": "hello"}, template=_template("old revision", revision="hello-old"))
     operation = run.create_service(parent=parent, service=service, service_id="hello")
@@ -220,7 +214,7 @@ def test_cloud_run_service_lifecycle(standin, docker_api, run, parent):
     assert updated.terminal_condition.state == run_v2.Condition.State.CONDITION_SUCCEEDED
     assert _get(uri, standin.access_token).text.strip() == "new revision"
     assert standin.revision_container("hello-old") is None
-    assert len(_containers(docker_api, standin, name)) == 1
+    assert len(_containers(docker_client, standin, name)) == 1
 
     split = run.get_service(name=name)
     split.traffic = [_pinned("hello-old", 50), _latest(50)]
@@ -228,11 +222,11 @@ def test_cloud_run_service_lifecycle(standin, docker_api, run, parent):
     assert routed.latest_ready_revision == updated.latest_ready_revision
     assert [(s.revision, s.percent) for s in routed.traffic_statuses] == [("hello-old", 50), (new_revision, 50)]
     assert {_get(uri, standin.access_token).text.strip() for _ in range(30)} == {"old revision", "new revision"}
-    assert len(_containers(docker_api, standin, name)) == 2
+    assert len(_containers(docker_client, standin, name)) == 2
 
     deleted = run.delete_service(name=name).result(timeout=30)
     assert deleted.name == name
-    assert _containers(docker_api, standin, name) == []
+    assert _containers(docker_client, standin, name) == []
     with pytest.raises(exceptions.NotFound):
         run.get_service(name=name)
     with pytest.raises(httpx.ConnectError):
@@ -278,8 +272,8 @@ def test_cloud_run_validation(run, parent, service_id, change, message):
         run.get_service(name=f"{parent}/services/{service_id}")
 
 
-def test_stop_removes_everything(docker_api):
-    standin = GcpStandIn(docker_api).start()
+def test_stop_removes_everything(docker_client):
+    standin = GcpStandIn(docker_client).start()
     client = run_v2.ServicesClient(
         credentials=oauth2_credentials.Credentials(token=standin.access_token), transport="rest",
         client_options={"api_endpoint": standin.endpoint})
@@ -288,6 +282,6 @@ def test_stop_removes_everything(docker_api):
                           service_id="left-over").result(timeout=60)
     uri = standin.service("left-over")["uri"]
     standin.stop()
-    assert docker_api.containers(all=True, filters={"label": f"{LABEL}={standin.instance_id}"}) == []
+    assert docker_client.containers(all=True, filters={"label": f"{LABEL}={standin.instance_id}"}) == []
     with pytest.raises(httpx.ConnectError):
         _get(uri, standin.access_token)

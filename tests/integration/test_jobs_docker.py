@@ -13,18 +13,7 @@ import pytest
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.jobs.base import JobError
 from cloud_deploy_provider.jobs.docker import JOB_LABEL, DockerJobRunner
-
-
-class Log(list):
-    """What the runner logged, with when each line arrived."""
-
-    def __init__(self):
-        super().__init__()
-        self.times: list[float] = []
-
-    def __call__(self, line: str) -> None:
-        self.append(line)
-        self.times.append(time.monotonic())
+from tests.helpers import Log, python
 
 
 @pytest.fixture
@@ -41,10 +30,6 @@ def project(docker_client, base_image):
 @pytest.fixture
 def log():
     return Log()
-
-
-def python(code: str) -> list[str]:
-    return ["python3", "-c", code]
 
 
 def job_containers(client, project: ProjectRef, job: str) -> list[dict]:

@@ -14,11 +14,9 @@ from cloud_deploy_provider.jobs.kubernetes import LABEL_JOB, KubernetesJobRunner
 from cloud_deploy_provider.scheduled import job_dag_id
 from cloud_deploy_provider.spec import DeploymentSpec, Job
 from cloud_deploy_provider.targets.kubernetes import LABEL_OWNER, owner_value
-from tests.conftest import Project
-from tests.integration.test_jobs_docker import Log, python
-from tests.integration.test_kubernetes import cluster, pull_registry  # noqa: F401 (fixtures)
-from tests.integration.test_scheduled import _dagbag, _scheduled, _xcom
-from tests.k8s_standin import LABEL as STANDIN_LABEL
+from tests.helpers import Log, Project, python, scheduled_dagbag, set_schedule, xcom
+
+from tests.standins.kubernetes import LABEL as STANDIN_LABEL
 
 NAMESPACE = "tango"
 SPEC = DeploymentSpec.model_validate({
@@ -198,18 +196,18 @@ def scheduled(cluster, airflow_db, base_image):  # noqa: F811 (the cluster fixtu
 def test_the_scheduled_dag_runs_the_projects_image_from_the_registry_as_a_kubernetes_job(
         scheduled, cluster, serialized_dags, pull_registry):  # noqa: F811
     command = ["python3", "-c", "import json; print('classes:', *json.load(open('model.json'))['classes'])"]
-    _scheduled(scheduled, jobs=[{"name": "classes", "cron": "@daily", "command": command, "target": "kubernetes",
+    set_schedule(scheduled, jobs=[{"name": "classes", "cron": "@daily", "command": command, "target": "kubernetes",
                                  "resources": {"cpu": 1, "memory": 256}, "timeout_seconds": 120}])
     cluster.clear_requests()
-    run = _dagbag().dags[job_dag_id(scheduled.ref, "classes")].test()
+    run = scheduled_dagbag().dags[job_dag_id(scheduled.ref, "classes")].test()
 
     assert run.state == "success"
-    result = _xcom(run, "run", "job")
+    result = xcom(run, "run", "job")
     assert (result["state"], result["exit_code"]) == ("completed", 0), result
     assert result["log_tail"] == ["classes: setosa versicolor virginica"]
     created = _created_jobs(cluster)[-1]
     pod = created["spec"]["template"]["spec"]
-    pushed = _xcom(run, "build")["image"]
+    pushed = xcom(run, "build")["image"]
     assert pod["containers"][0]["image"].endswith(f"@{pushed['digest']}")
     assert pod["containers"][0]["workingDir"] == "/workspace"
     assert pod["containers"][0]["resources"]["limits"] == {"cpu": "1", "memory": "256Mi"}
@@ -226,11 +224,11 @@ def test_the_scheduled_dag_runs_the_projects_image_from_the_registry_as_a_kubern
 def test_without_a_registry_the_projects_image_cannot_run_on_kubernetes(kubernetes_cluster, airflow_db, base_image,
                                                                         serialized_dags):
     project = Project("hello", user_id=f"sched-{uuid.uuid4().hex[:6]}")
-    _scheduled(project, jobs=[{"name": "classes", "cron": "@daily", "command": ["true"], "target": "kubernetes"}])
-    run = _dagbag().dags[job_dag_id(project.ref, "classes")].test()
+    set_schedule(project, jobs=[{"name": "classes", "cron": "@daily", "command": ["true"], "target": "kubernetes"}])
+    run = scheduled_dagbag().dags[job_dag_id(project.ref, "classes")].test()
 
     assert run.state == "failed"
-    assert "set CLOUD_DEPLOY_REGISTRY_CONN_ID, or give the job an image" in _xcom(run, "run", "error")["message"]
+    assert "set CLOUD_DEPLOY_REGISTRY_CONN_ID, or give the job an image" in xcom(run, "run", "error")["message"]
 
 
 def test_a_long_job_waits_in_the_triggerer_and_its_log_still_reaches_the_task_log(
@@ -239,12 +237,12 @@ def test_a_long_job_waits_in_the_triggerer_and_its_log_still_reaches_the_task_lo
     and deletes it."""
     monkeypatch.setenv("CLOUD_DEPLOY_INLINE_WAIT_SECONDS", "0")
     code = "import time; print('first half', flush=True); time.sleep(2); print('second half', flush=True)"
-    _scheduled(scheduled, jobs=[{"name": "halves", "cron": "@daily", "command": python(code), "target": "kubernetes",
+    set_schedule(scheduled, jobs=[{"name": "halves", "cron": "@daily", "command": python(code), "target": "kubernetes",
                                  "timeout_seconds": 120}])
-    run = _dagbag().dags[job_dag_id(scheduled.ref, "halves")].test()
+    run = scheduled_dagbag().dags[job_dag_id(scheduled.ref, "halves")].test()
 
     assert run.state == "success"
-    result = _xcom(run, "run", "job")
+    result = xcom(run, "run", "job")
     assert (result["state"], result["exit_code"], result["log_tail"]) == ("completed", 0, ["first half", "second half"])
     output = capfd.readouterr().out
     assert "the triggerer waits for the rest" in output, "the task deferred"

@@ -23,8 +23,8 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from tests.conftest import _registry_with_login
-from tests.k8s_standin import LABEL, NODE_NAME, KubernetesStandIn
+from tests.helpers import registry_with_login
+from tests.standins.kubernetes import LABEL, NODE_NAME, KubernetesStandIn
 
 GPU = "nvidia.com/gpu"
 
@@ -413,7 +413,7 @@ def test_rolling_update_replaces_the_pod_and_stays_available(api, namespace, bas
 
 def test_image_pull_secrets_and_pull_failures(api, namespace, docker_client, base_image):
     password = secrets.token_urlsafe(12)
-    with _registry_with_login("k8s-standin-registry", "puller", password) as host:
+    with registry_with_login("k8s-standin-registry", "puller", password) as host:
         repository = f"{host}/standin/app"
         auth = {"username": "puller", "password": password, "serveraddress": host}
         docker_client.tag(base_image, repository, "v1")

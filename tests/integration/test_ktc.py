@@ -13,9 +13,8 @@ from fastapi.testclient import TestClient
 
 from cloud_deploy_provider.api.app import create_gateway_app
 from cloud_deploy_provider.status import Status
-from tests.conftest import Project, free_port
-from tests.integration.test_dags import _dag, _status
-from tests.ktc_agent import KtcAgent
+from tests.helpers import Project, deployment_status, free_port, load_dag
+from tests.standins.ktc_agent import KtcAgent
 
 FLOWER = {"features": [5.1, 3.5, 1.4, 0.2]}
 
@@ -37,8 +36,8 @@ def ktc_project(agent, airflow_db, base_image):
 
 
 def test_start_status_and_stop_through_the_agent(agent, ktc_project, registry, serialized_dags, monkeypatch):
-    run = _dag("cloud_deploy").test(run_conf=ktc_project.conf)
-    status = _status(ktc_project)
+    run = load_dag("cloud_deploy").test(run_conf=ktc_project.conf)
+    status = deployment_status(ktc_project)
     assert run.state == "success", (status.stage, status.message)
     assert status.status == Status.RUNNING and status.url.startswith("http://127.0.0.1:")
     assert httpx.post(f"{status.url}/predict", json=FLOWER, timeout=10).json()["class"] == "setosa"
@@ -53,16 +52,16 @@ def test_start_status_and_stop_through_the_agent(agent, ktc_project, registry, s
     client = TestClient(create_gateway_app())
     assert client.get("/status_request", params=ktc_project.conf).text == "running"
 
-    assert _dag("cloud_undeploy").test(run_conf=ktc_project.conf).state == "success"
+    assert load_dag("cloud_undeploy").test(run_conf=ktc_project.conf).state == "success"
     assert agent.status(sent["service_name"])["status"] == "stopped"
-    assert _status(ktc_project).status == Status.STOPPED
-    assert _dag("cloud_undeploy").test(run_conf=ktc_project.conf).state == "success", "stop is idempotent"
+    assert deployment_status(ktc_project).status == Status.STOPPED
+    assert load_dag("cloud_undeploy").test(run_conf=ktc_project.conf).state == "success", "stop is idempotent"
 
 
 def test_a_crashing_service_fails_the_run_with_the_agents_error(agent, ktc_project):
     ktc_project.edit(lambda spec: spec["deploy"]["env"].__setitem__("MODEL_FILE", "missing.json"))
-    run = _dag("cloud_deploy").test(run_conf=ktc_project.conf)
-    status = _status(ktc_project)
+    run = load_dag("cloud_deploy").test(run_conf=ktc_project.conf)
+    status = deployment_status(ktc_project)
     assert run.state == "failed" and status.stage == "wait_ready"
     assert "ktc agent reports failed: exit code 1" in status.message and "missing.json" in status.message
 
@@ -77,8 +76,8 @@ def test_a_crashing_service_fails_the_run_with_the_agents_error(agent, ktc_proje
 )
 def test_what_the_agent_cannot_do_fails_at_validate(agent, ktc_project, change, message):
     ktc_project.edit(lambda spec: change(spec["deploy"]))
-    run = _dag("cloud_deploy").test(run_conf=ktc_project.conf)
-    status = _status(ktc_project)
+    run = load_dag("cloud_deploy").test(run_conf=ktc_project.conf)
+    status = deployment_status(ktc_project)
     assert run.state == "failed" and status.stage == "validate" and message in status.message, status.message
     assert agent.started == []
 
@@ -95,7 +94,7 @@ def test_agent_addresses_follow_a_strict_grammar(address):
 
 def test_render_shows_the_start_request_without_calling_the_agent(capsys, monkeypatch):
     from cloud_deploy_provider.cli import main
-    from tests.conftest import REPO
+    from tests.helpers import REPO
 
     monkeypatch.setenv("CLOUD_DEPLOY_BASE_IMAGE_CATALOG", str(REPO / "samples" / "catalog.local.yaml"))
     assert main(["render", str(REPO / "samples" / "ktc")]) == 0, capsys.readouterr().err

@@ -7,7 +7,6 @@ runs pods as containers on the engine, pulling the pushed image from a registry 
 from __future__ import annotations
 
 import json
-import secrets
 import socket
 
 import httpx
@@ -17,26 +16,9 @@ from fastapi.testclient import TestClient
 from cloud_deploy_provider.api.app import create_gateway_app
 from cloud_deploy_provider.api.deployments import current_status
 from cloud_deploy_provider.status import Status
-from tests.conftest import Project, _registry_with_login
-from tests.integration.test_dags import _dag, _status
+from tests.helpers import Project, deployment_status, load_dag
 
 FLOWER = {"features": [5.1, 3.5, 1.4, 0.2]}
-
-
-@pytest.fixture(scope="module")
-def pull_registry():
-    password = secrets.token_urlsafe(12)
-    with _registry_with_login("k8s-registry", "puller", password) as host:
-        yield host, password
-
-
-@pytest.fixture
-def cluster(kubernetes_cluster, pull_registry, monkeypatch):
-    host, password = pull_registry
-    connection = {"conn_type": "docker", "host": f"http://{host}", "login": "puller", "password": password}
-    monkeypatch.setenv("AIRFLOW_CONN_K8S_REGISTRY", json.dumps(connection))
-    monkeypatch.setenv("CLOUD_DEPLOY_REGISTRY_CONN_ID", "k8s_registry")
-    return kubernetes_cluster
 
 
 def _client(cluster):
@@ -50,8 +32,8 @@ def _client(cluster):
 
 
 def _deploy(project):
-    run = _dag("cloud_deploy").test(run_conf=project.conf)
-    return run, _status(project)
+    run = load_dag("cloud_deploy").test(run_conf=project.conf)
+    return run, deployment_status(project)
 
 
 def _through_ingress(cluster, host: str, path: str, **kwargs) -> httpx.Response:
@@ -71,7 +53,7 @@ def _free_node_port() -> int:
 def inference(cluster, airflow_db, base_image):
     project = Project("k8s-inference")
     yield project
-    _dag("cloud_undeploy").test(run_conf=project.conf)
+    load_dag("cloud_undeploy").test(run_conf=project.conf)
 
 
 def test_inference_with_nfs_and_ingress_runs_updates_and_stops(cluster, inference, serialized_dags, monkeypatch, pull_registry):
@@ -114,14 +96,14 @@ def test_inference_with_nfs_and_ingress_runs_updates_and_stops(cluster, inferenc
     assert apps.read_namespaced_deployment(name, "tango").spec.template.spec.containers[0].image.endswith(updated.image["digest"])
     assert _through_ingress(cluster, "hello.example.com", "/").json()["version"] == 2, "rolled to the new digest"
 
-    assert _dag("cloud_undeploy").test(run_conf=inference.conf).state == "success"
+    assert load_dag("cloud_undeploy").test(run_conf=inference.conf).state == "success"
     selector = f"cloud-deploy.io/project={inference.project_id}"
     assert apps.list_namespaced_deployment("tango", label_selector=selector).items == []
     assert core.list_namespaced_service("tango", label_selector=selector).items == []
     assert networking.list_namespaced_ingress("tango", label_selector=selector).items == []
     assert core.list_namespaced_secret("tango", label_selector=selector).items == []
-    assert _status(inference).status == Status.STOPPED
-    assert _dag("cloud_undeploy").test(run_conf=inference.conf).state == "success", "stop is idempotent"
+    assert deployment_status(inference).status == Status.STOPPED
+    assert load_dag("cloud_undeploy").test(run_conf=inference.conf).state == "success", "stop is idempotent"
 
 
 def test_gpu_workstation_with_two_containers_volumes_and_a_fixed_node_port(cluster, airflow_db, base_image, tmp_path):
@@ -160,11 +142,11 @@ def test_gpu_workstation_with_two_containers_volumes_and_a_fixed_node_port(clust
         service = core.read_namespaced_service(name, "tango")
         assert service.spec.type == "NodePort" and service.spec.ports[0].node_port == ssh_port
     finally:
-        assert _dag("cloud_undeploy").test(run_conf=project.conf).state == "success"
+        assert load_dag("cloud_undeploy").test(run_conf=project.conf).state == "success"
     assert core.read_namespaced_persistent_volume_claim(f"{name}-data", "tango"), "a NAS volume outlives the deployment"
     assert apps.list_namespaced_deployment("tango", label_selector=f"app.kubernetes.io/instance={name}").items == []
     project.edit(lambda spec: spec["deploy"]["k8s"]["volumes"][0].__setitem__("disposable", True))
-    assert _dag("cloud_undeploy").test(run_conf=project.conf).state == "success"
+    assert load_dag("cloud_undeploy").test(run_conf=project.conf).state == "success"
     assert core.list_namespaced_persistent_volume_claim("tango", label_selector=f"app.kubernetes.io/instance={name}").items == []
 
 
@@ -203,7 +185,7 @@ def test_another_projects_deployment_of_the_same_name_is_never_touched(cluster, 
         run, status = _deploy(inference)
         assert run.state == "failed" and status.stage == "deploy"
         assert "is not this project's (no matching owner label); it was left untouched" in status.message
-        assert _dag("cloud_undeploy").test(run_conf=inference.conf).state == "success"
+        assert load_dag("cloud_undeploy").test(run_conf=inference.conf).state == "success"
         assert apps.read_namespaced_deployment(name, "tango").metadata.labels == {"team": "other"}
     finally:
         apps.delete_namespaced_deployment(name, "tango")

@@ -67,7 +67,7 @@ def test_an_engine_stream_error_during_push_raises(hello_project, docker_client,
 
 
 def test_an_unreachable_registry_is_a_clear_error(hello_project, docker_client):
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     dead = Registry(host=f"127.0.0.1:{free_port()}", scheme="http")
     _, built = _build(hello_project, docker_client)

@@ -9,9 +9,8 @@ import httpx
 
 from cloud_deploy_provider.api import runs
 from cloud_deploy_provider.status import Status, derive_status
-from tests.conftest import _environment
-from tests.integration.test_dags import _dag
-from tests.standin_common import ServiceProxy
+from tests.helpers import environment, load_dag
+from tests.standins.common import ServiceProxy
 
 
 class FlakyRegistry(ServiceProxy):
@@ -40,9 +39,9 @@ def test_a_registry_answering_503_is_retried_and_the_retry_does_not_build_again(
     flaky = FlakyRegistry(int(registry.host.rsplit(":", 1)[1]), failures=1)
     connection = json.dumps({"conn_type": "docker", "host": f"127.0.0.1:{flaky.server_address[1]}"})
     try:
-        with _environment({"AIRFLOW_CONN_FLAKY_REGISTRY": connection, "CLOUD_DEPLOY_REGISTRY_CONN_ID": "flaky_registry",
+        with environment({"AIRFLOW_CONN_FLAKY_REGISTRY": connection, "CLOUD_DEPLOY_REGISTRY_CONN_ID": "flaky_registry",
                            "CLOUD_DEPLOY_RETRY_DELAY_SECONDS": "1"}):
-            run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+            run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
     finally:
         flaky.close()
 
@@ -57,7 +56,7 @@ def test_a_registry_answering_503_is_retried_and_the_retry_does_not_build_again(
 
 def test_a_spec_error_fails_at_once_without_retries(airflow_db, serialized_dags, hello_project):
     hello_project.edit(lambda spec: spec["deploy"].__setitem__("entrypiont", ["x"]))
-    run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+    run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
     assert run.state == "failed"
     assert _task(run).try_number == 1 and _task(run).max_tries >= 1, "retries were allowed, and not spent"
     status = derive_status(runs.latest_run(runs.DEPLOY_DAG, hello_project.ref), None)
@@ -66,12 +65,12 @@ def test_a_spec_error_fails_at_once_without_retries(airflow_db, serialized_dags,
 
 def test_a_refused_push_fails_at_once(airflow_db, serialized_dags, hello_project, registry):
     """401 from the registry: its login is wrong, and asking again will not change it."""
-    from tests.conftest import _registry_with_login
+    from tests.helpers import registry_with_login
 
-    with _registry_with_login("locked", "someone", "right-password") as host:
+    with registry_with_login("locked", "someone", "right-password") as host:
         connection = json.dumps({"conn_type": "docker", "host": host, "login": "someone", "password": "wrong"})
-        with _environment({"AIRFLOW_CONN_LOCKED": connection, "CLOUD_DEPLOY_REGISTRY_CONN_ID": "locked"}):
-            run = _dag("cloud_deploy").test(run_conf=hello_project.conf)
+        with environment({"AIRFLOW_CONN_LOCKED": connection, "CLOUD_DEPLOY_REGISTRY_CONN_ID": "locked"}):
+            run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
     assert run.state == "failed" and _task(run).try_number == 1
     status = derive_status(runs.latest_run(runs.DEPLOY_DAG, hello_project.ref), None)
     assert status.stage in ("build", "push") and "401" in status.message, status.message

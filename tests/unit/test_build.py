@@ -9,41 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from cloud_deploy_provider.build import ProjectFileError, render_build
+from cloud_deploy_provider.build import ProjectFileError
 from cloud_deploy_provider.catalog import CatalogError, load_catalog
 from cloud_deploy_provider.settings import BuildSettings
 from cloud_deploy_provider.spec import parse_spec_text
+from tests.helpers import BUILD_SPEC as SPEC, plan_for
 
 REPO = Path(__file__).resolve().parents[2]
 CATALOG = load_catalog(REPO / "samples" / "catalog.local.yaml")
 
-SPEC = """
-build:
-  components:
-    libs: [python==3.11, "requests>=2; python_version > '3'"]
-    custom_packages: {apt: [curl, libgomp1], pypi: [numpy==1.26.4]}
-deploy:
-  type: docker
-  service_name: svc
-  entrypoint: [python3, server.py, "--name", "it's $HOME"]
-optional: {weight_file: model.bin, nn_file: server.py}
-"""
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    (tmp_path / "server.py").write_text("print('hi')\n")
-    (tmp_path / "model.bin").write_bytes(b"\x00weights")
-    (tmp_path / "run.sh").write_text("#!/bin/sh\n")
-    (tmp_path / "run.sh").chmod(0o755)
-    (tmp_path / ".git").mkdir()
-    (tmp_path / ".git" / "config").write_text("secret")
-    (tmp_path / "deployment.yaml").write_text(SPEC)
-    return tmp_path
-
-
-def plan_for(project: Path, text: str = SPEC, settings: BuildSettings | None = None):
-    return render_build(parse_spec_text(text), project, settings or BuildSettings(), CATALOG)
 
 
 def test_layers_come_in_rebuild_friendly_order(project):

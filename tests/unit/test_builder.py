@@ -7,7 +7,7 @@ import tarfile
 
 from cloud_deploy_provider.builder import _archive, _layers
 from cloud_deploy_provider.settings import BuildSettings
-from tests.unit.test_build import SPEC, plan_for, project  # noqa: F401  (the fixture)
+from tests.helpers import BUILD_SPEC as SPEC, plan_for
 
 
 def test_what_changes_rarely_is_committed_below_what_changes_often(project, tmp_path):  # noqa: F811

@@ -15,7 +15,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from tests.standin_common import tcp_ok
+from tests.standins.common import tcp_ok
 
 REQUIRED = {"service_name": str, "image": str, "port": int, "cpu": (int, float), "memory": int, "gpu": int}
 LABEL = "io.cloud-deploy.ktc-agent"

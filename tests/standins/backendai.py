@@ -75,7 +75,7 @@ import yaml
 from docker.errors import APIError
 from docker.errors import NotFound as DockerNotFound
 
-from tests.standin_common import LoopbackServer, RecordingStandIn, ServiceProxy, ensure_image, remove_container, tcp_ok
+from tests.standins.common import LoopbackServer, RecordingStandIn, ServiceProxy, ensure_image, remove_container, tcp_ok
 
 LOG = logging.getLogger(__name__)
 LABEL = "io.cloud-deploy.standin"

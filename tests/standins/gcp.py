@@ -61,7 +61,7 @@ from google.cloud import artifactregistry_v1, run_v2
 from google.iam.v1 import policy_pb2
 from google.protobuf import json_format
 
-from tests.standin_common import RecordingStandIn, ServiceProxy, ensure_image, remove_container, tcp_ok
+from tests.standins.common import RecordingStandIn, ServiceProxy, ensure_image, remove_container, tcp_ok
 
 LOG = logging.getLogger(__name__)
 LABEL = "io.cloud-deploy.standin"

@@ -160,7 +160,7 @@ from docker.utils import parse_repository_tag
 from kubernetes.utils.quantity import parse_quantity
 from referencing import Registry, Resource
 
-from tests.standin_common import LoopbackServer, RecordingStandIn, ServiceProxy, ensure_image, remove_container, tcp_ok
+from tests.standins.common import LoopbackServer, RecordingStandIn, ServiceProxy, ensure_image, remove_container, tcp_ok
 
 LOG = logging.getLogger(__name__)
 LABEL = "io.cloud-deploy.standin"

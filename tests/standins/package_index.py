@@ -15,7 +15,7 @@ import threading
 import zipfile
 from http.server import BaseHTTPRequestHandler
 
-from tests.standin_common import LoopbackServer, RecordingStandIn
+from tests.standins.common import LoopbackServer, RecordingStandIn
 
 _PROJECT = re.compile(r"^/simple/(slow-[a-z0-9-]+)/$")
 _WHEEL = re.compile(r"^/files/(slow_[a-z0-9_]+)-([0-9.]+)-py3-none-any\.whl$")
