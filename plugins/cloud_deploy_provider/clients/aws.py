@@ -20,13 +20,8 @@ from pydantic import BaseModel, ConfigDict
 from cloud_deploy_provider.clients.connections import Endpoint, cloud_deploy_defaults, conn_id_from_env
 from cloud_deploy_provider.clients.tango_env import aws_from_env, stored_connection
 from cloud_deploy_provider.errors import UserError
-from cloud_deploy_provider.spec import (
-    AwsResourceName,
-    EnabledDisabled,
-    IamRoleArn,
-    S3Bucket,
-    SecurityGroupId,
-    SubnetId,
+from cloud_deploy_provider.spec.grammar import (
+    AwsResourceName, EnabledDisabled, IamRoleArn, S3Bucket, SecurityGroupId, SubnetId,
 )
 
 DEFAULT_CONN_ID = "aws_default"

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from cloud_deploy_provider.clients.connections import Endpoint, cloud_deploy_defaults, conn_id_from_env
 from cloud_deploy_provider.clients.tango_env import connection_or_env, gcp_from_env
 from cloud_deploy_provider.errors import UserError
-from cloud_deploy_provider.spec import GcpProjectId, GcpRegion, GcpRepositoryId, GcpServiceAccount
+from cloud_deploy_provider.spec.grammar import GcpProjectId, GcpRegion, GcpRepositoryId, GcpServiceAccount
 
 DEFAULT_CONN_ID = "google_cloud_default"
 SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]

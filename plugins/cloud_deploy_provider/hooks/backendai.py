@@ -34,7 +34,7 @@ from cloud_deploy_provider import http_clients
 from cloud_deploy_provider.clients.connections import conn_id_from_env
 from cloud_deploy_provider.clients.tango_env import backendai_from_env, connection_or_env
 from cloud_deploy_provider.errors import TargetError, UserError
-from cloud_deploy_provider.spec import ModelName
+from cloud_deploy_provider.spec.grammar import ModelName
 
 DEFAULT_CONN_ID = "backendai_default"
 DEFAULT_API_VERSION = "v8.20240915"
