@@ -145,9 +145,10 @@ def load_dag(name: str):
 
 def deployment_status(project):
     from cloud_deploy_provider.api import runs
+    from cloud_deploy_provider.api.index import latest_run
     from cloud_deploy_provider.status import derive_status
 
-    return derive_status(runs.latest_run(runs.DEPLOY_DAG, project.ref), runs.latest_run(runs.UNDEPLOY_DAG, project.ref))
+    return derive_status(latest_run(runs.DEPLOY_DAG, project.ref), latest_run(runs.UNDEPLOY_DAG, project.ref))
 
 
 def scheduled_dagbag():

@@ -6,16 +6,15 @@ Backend.AI slot key in ``deploy.resources`` (``atom-max.device: 1``, as in TANGO
 :func:`request_of` merges them into one :class:`AcceleratorRequest`, refusing contradictions.
 One function per target turns a request into that target's resource names, or raises
 :class:`AcceleratorError` naming the target, the accelerator and what the target offers;
-:func:`target_mappings` lists them, as the target registry names them.
+:func:`cloud_deploy_provider.targets.accelerator_mappings` lists them, as the target registry names them.
 
 Core layer: no airflow imports.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 from cloud_deploy_provider.errors import UserError
 
@@ -287,10 +286,3 @@ def kubernetes_resources(request: AcceleratorRequest) -> dict[str, int]:
     name = _single_vendor("kubernetes", request, KUBERNETES_RESOURCES,
                           f"no device plugin resource is known for {request.type}:{request.effective_vendor}")
     return {name: _whole("kubernetes", request)}
-
-
-def target_mappings() -> dict[str, Callable[[AcceleratorRequest], Any]]:
-    """Each registered target's mapping, for the targets whose mapping needs nothing but the request."""
-    from cloud_deploy_provider.targets import REGISTERED
-
-    return {target.type: globals()[target.accelerators] for target in REGISTERED if target.accelerators}

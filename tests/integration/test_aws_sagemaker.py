@@ -14,6 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from cloud_deploy_provider.api import runs
+from cloud_deploy_provider.api.index import latest_run
 from cloud_deploy_provider.identity import LABEL_KEY
 from cloud_deploy_provider.registries.oci import repository_path
 from cloud_deploy_provider.spec import load_spec
@@ -71,7 +72,7 @@ def test_realtime_deploy_is_idempotent_and_undeploy_removes_everything(aws, proj
     status = deployment_status(project)
     assert status.status == Status.RUNNING, status
     assert status.url == f"https://runtime.sagemaker.us-east-1.amazonaws.com/endpoints/{name}/invocations"
-    details = runs.latest_run(runs.DEPLOY_DAG, project.ref).xcom("deploy")["status"]["details"]
+    details = latest_run(runs.DEPLOY_DAG, project.ref).xcom("deploy")["status"]["details"]
     assert details["mode"] == "realtime" and details["max_payload"] == "6 MB" and details["endpoint"] == name
 
     sagemaker = aws.client("sagemaker")
@@ -99,13 +100,13 @@ def test_realtime_deploy_is_idempotent_and_undeploy_removes_everything(aws, proj
     models_before = _project_names(aws, project)["models"]
     again = load_dag("cloud_deploy").test(run_conf=project.conf)
     assert again.state == "success"
-    assert runs.latest_run(runs.DEPLOY_DAG, project.ref).xcom("deploy")["changed"] is False
+    assert latest_run(runs.DEPLOY_DAG, project.ref).xcom("deploy")["changed"] is False
     assert _project_names(aws, project)["models"] == models_before == [model["ModelName"]]
 
     stopped = load_dag("cloud_undeploy").test(run_conf=project.conf)
     assert stopped.state == "success"
     assert deployment_status(project).status == Status.STOPPED
-    removed = runs.latest_run(runs.UNDEPLOY_DAG, project.ref).xcom("stop")["removed"]
+    removed = latest_run(runs.UNDEPLOY_DAG, project.ref).xcom("stop")["removed"]
     assert f"sagemaker-endpoint/{name}" in removed and f"sagemaker-model/{model['ModelName']}" in removed
     assert _project_names(aws, project) == {"endpoints": [], "configs": [], "models": [], "objects": [],
                                             "repositories": []}
@@ -123,7 +124,7 @@ def test_async_endpoint_config_carries_the_output_paths(aws, project):
     name = _target(project).name(_spec(project))
     status = deployment_status(project)
     assert status.url.endswith(f"/endpoints/{name}/async-invocations")
-    details = runs.latest_run(runs.DEPLOY_DAG, project.ref).xcom("deploy")["status"]["details"]
+    details = latest_run(runs.DEPLOY_DAG, project.ref).xcom("deploy")["status"]["details"]
     assert details["mode"] == "async" and details["max_inference_time"] == "15 min"
     sagemaker = aws.client("sagemaker")
     config_name = sagemaker.describe_endpoint(EndpointName=name)["EndpointConfigName"]

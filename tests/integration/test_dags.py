@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from cloud_deploy_provider.api import runs
+from cloud_deploy_provider.api.index import latest_run
 from cloud_deploy_provider.status import Status
 from tests.helpers import REPO, deployment_status, load_dag
 
@@ -84,7 +85,7 @@ def test_a_tango_generated_spec_deploys_with_the_atp_warning_in_the_validate_log
     assert f"warning: {shown}: build.components.custom_packages.atp: read as 'apt'" in logs
     status = deployment_status(hello_project)
     assert status.status == Status.RUNNING and status.url == f"http://1.2.3.4:{hello_project.port}"
-    assert runs.latest_run(runs.DEPLOY_DAG, hello_project.ref).xcom("deploy")["warnings"] == [
+    assert latest_run(runs.DEPLOY_DAG, hello_project.ref).xcom("deploy")["warnings"] == [
         "build.components.custom_packages.atp: read as 'apt' (TANGO's code generator misspells the key); "
         "rename it to 'apt'"
     ]
@@ -152,7 +153,7 @@ def test_a_slow_readiness_is_waited_for_in_the_triggerer(airflow_db, hello_proje
     assert "the triggerer waits for the rest" in capfd.readouterr().out, "the task deferred"
     status = deployment_status(hello_project)
     assert status.status == Status.RUNNING and status.url == hello_project.url
-    result = runs.latest_run(runs.DEPLOY_DAG, hello_project.ref).xcom("deploy")
+    result = latest_run(runs.DEPLOY_DAG, hello_project.ref).xcom("deploy")
     assert result["status"]["state"] == "running" and result["stages"]["wait_ready"] >= 2, result["stages"]
     assert set(result["stages"]) == {"validate", "build", "push", "deploy", "wait_ready"}
     assert httpx.get(f"{hello_project.url}/healthz", timeout=5).status_code == 200

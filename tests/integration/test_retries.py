@@ -8,6 +8,7 @@ import threading
 import httpx
 
 from cloud_deploy_provider.api import runs
+from cloud_deploy_provider.api.index import latest_run
 from cloud_deploy_provider.status import Status, derive_status
 from tests.helpers import environment, load_dag
 from tests.standins.common import ServiceProxy
@@ -47,7 +48,7 @@ def test_a_registry_answering_503_is_retried_and_the_retry_does_not_build_again(
 
     assert flaky.refused == 1
     assert run.state == "success" and _task(run).try_number == 2, "the push failed once and its retry succeeded"
-    status = derive_status(runs.latest_run(runs.DEPLOY_DAG, hello_project.ref), None)
+    status = derive_status(latest_run(runs.DEPLOY_DAG, hello_project.ref), None)
     assert status.status == Status.RUNNING
     assert status.image["skipped"] == "engine", "the retry found the image by its build key: no second build"
     assert status.image["digest"].startswith("sha256:")
@@ -59,7 +60,7 @@ def test_a_spec_error_fails_at_once_without_retries(airflow_db, serialized_dags,
     run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
     assert run.state == "failed"
     assert _task(run).try_number == 1 and _task(run).max_tries >= 1, "retries were allowed, and not spent"
-    status = derive_status(runs.latest_run(runs.DEPLOY_DAG, hello_project.ref), None)
+    status = derive_status(latest_run(runs.DEPLOY_DAG, hello_project.ref), None)
     assert status.stage == "validate" and "entrypiont" in status.message
 
 
@@ -72,5 +73,5 @@ def test_a_refused_push_fails_at_once(airflow_db, serialized_dags, hello_project
         with environment({"AIRFLOW_CONN_LOCKED": connection, "CLOUD_DEPLOY_REGISTRY_CONN_ID": "locked"}):
             run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
     assert run.state == "failed" and _task(run).try_number == 1
-    status = derive_status(runs.latest_run(runs.DEPLOY_DAG, hello_project.ref), None)
+    status = derive_status(latest_run(runs.DEPLOY_DAG, hello_project.ref), None)
     assert status.stage in ("build", "push") and "401" in status.message, status.message

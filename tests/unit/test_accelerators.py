@@ -8,13 +8,13 @@ import json
 import pytest
 
 from cloud_deploy_provider.accelerators import (
-    target_mappings,
     VENDOR_TYPES,
     AcceleratorError,
     request_of,
     sagemaker_check,
 )
 from cloud_deploy_provider.spec import SpecError, parse_spec_text
+from cloud_deploy_provider.targets import accelerator_mappings
 
 REQUESTS = ["cpu", "gpu", "gpu:nvidia", "gpu:amd", "gpu:intel", "npu", "npu:rebellion", "npu:intel", "tpu", "tpu:google"]
 NAME_VENDOR = "name the vendor"
@@ -52,7 +52,7 @@ def request(text: str, **merge):
 
 
 def test_the_table_covers_every_target_and_request():
-    assert set(EXPECTED) == set(target_mappings())
+    assert set(EXPECTED) == set(accelerator_mappings())
     assert all(set(row) == set(REQUESTS) for row in EXPECTED.values())
 
 
@@ -61,12 +61,12 @@ def test_every_target_maps_or_refuses_every_accelerator(target, asked):
     expected = EXPECTED[target][asked]
     if isinstance(expected, tuple):
         with pytest.raises(AcceleratorError) as error:
-            target_mappings()[target](request(asked))
+            accelerator_mappings()[target](request(asked))
         message = str(error.value)
         assert message.startswith(f"{target}: cannot provide accelerator {asked.split(':')[0]}")
         assert expected[0] in message
     else:
-        assert target_mappings()[target](request(asked)) == expected
+        assert accelerator_mappings()[target](request(asked)) == expected
 
 
 @pytest.mark.parametrize(
@@ -113,7 +113,7 @@ def test_sagemaker_gpus_come_with_the_instance_type(asked, instance_type, proble
     ],
 )
 def test_models_counts_and_slots(target, asked, merge, expected):
-    assert target_mappings()[target](request(asked, **merge)) == expected
+    assert accelerator_mappings()[target](request(asked, **merge)) == expected
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_models_counts_and_slots(target, asked, merge, expected):
 )
 def test_models_and_shares_a_target_lacks(target, asked, merge, problem):
     with pytest.raises(AcceleratorError, match=f"^{target}: cannot provide accelerator") as error:
-        target_mappings()[target](request(asked, **merge))
+        accelerator_mappings()[target](request(asked, **merge))
     assert problem in str(error.value)
 
 
@@ -162,9 +162,9 @@ def test_contradictory_requests_fail_when_the_spec_is_read(accelerator, resource
 def test_tango_atom_sample_asks_for_one_atom_max():
     spec = parse_spec_text(SPEC.format(accelerator="npu", resources="{cpu: 8, memory: 32768, atom-max.device: 1}"))
     assert str(spec.accelerator_request) == "npu:rebellion:atom-max:1"
-    assert target_mappings()["compute-session"](spec.accelerator_request) == {"atom-max.device": 1}
+    assert accelerator_mappings()["compute-session"](spec.accelerator_request) == {"atom-max.device": 1}
     with pytest.raises(AcceleratorError, match="^docker: cannot provide accelerator npu:rebellion:atom-max:1"):
-        target_mappings()["docker"](spec.accelerator_request)
+        accelerator_mappings()["docker"](spec.accelerator_request)
 
 
 GPU_SPEC = {"accelerator": "gpu:nvidia:l4:1"}
@@ -234,4 +234,4 @@ def test_tangos_cuda_maps_on_every_target_as_an_nvidia_gpu(target):
     accelerator = parse_spec_text(SPEC.format(accelerator="cuda", resources="{}")).build.accelerator
     cuda = request_of(**accelerator.model_dump())
     assert cuda == request("gpu:nvidia")
-    assert target_mappings()[target](cuda) == EXPECTED[target]["gpu:nvidia"]
+    assert accelerator_mappings()[target](cuda) == EXPECTED[target]["gpu:nvidia"]

@@ -14,7 +14,7 @@ import yaml
 from cloud_deploy_provider import accelerators
 from cloud_deploy_provider.cli import main
 from cloud_deploy_provider.spec import KNOWN_DEPLOY_TYPES, Deploy
-from cloud_deploy_provider.targets import REGISTERED, TARGET_TYPES, target_class
+from cloud_deploy_provider.targets import REGISTERED, TARGET_TYPES, accelerator_mappings, target_class
 from cloud_deploy_provider.targets.base import Target
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,7 +52,7 @@ def test_each_registered_target_has_its_spec_section_and_accelerator_mapping(reg
         assert registered.section in Deploy.model_fields
     if registered.accelerators is not None:
         mapping = getattr(accelerators, registered.accelerators)
-        assert accelerators.target_mappings()[registered.type] is mapping
+        assert accelerator_mappings()[registered.type] is mapping
         assert mapping(accelerators.request_of(type="cpu")) in ({}, 0, None)
 
 

@@ -264,3 +264,14 @@ def deployment_index() -> DeploymentIndex:
             _index = DeploymentIndex()
             _index.start()
         return _index
+
+
+def latest_run(dag_id: str, project: ProjectRef) -> RunSnapshot | None:
+    """The project's newest run of ``dag_id``: REST-triggered (by run id) or UI-triggered (by conf), at any
+    history size (from the deployment index, refreshed first)."""
+    index = deployment_index()
+    index.refresh()
+    entry = index.entries.get(project.key)
+    if entry is None:
+        return None
+    return entry.deploy if dag_id == runs.DEPLOY_DAG else entry.undeploy

@@ -45,19 +45,6 @@ def project_of_run_id(dag_id: str, run_id: str) -> ProjectRef | None:
     return ProjectRef(parts[1], parts[2])
 
 
-def latest_run(dag_id: str, project: ProjectRef) -> RunSnapshot | None:
-    """The project's newest run of ``dag_id``: REST-triggered (by run id) or UI-triggered (by conf), at any
-    history size (from the deployment index, refreshed first)."""
-    from cloud_deploy_provider.api.index import deployment_index
-
-    index = deployment_index()
-    index.refresh()
-    entry = index.entries.get(project.key)
-    if entry is None:
-        return None
-    return entry.deploy if dag_id == DEPLOY_DAG else entry.undeploy
-
-
 def snapshots(session: Any, ids: list[int], batch: int = 400) -> list[RunSnapshot]:
     """Snapshots of the runs with these database ids: three queries per ``batch`` runs, whatever their number."""
     from airflow.models import DagRun, TaskInstance

@@ -49,11 +49,10 @@ def owner_value(project: ProjectRef) -> str:
 class KubernetesCluster:
     """The cluster of one connection, as one project uses it; the clients are made on first use."""
 
-    def __init__(self, project: ProjectRef, log: Callable[[str], None] = print, conn_id: str | None = None,
-                 registry_conn_id: str | None = None, hook: Any = None, registry: Any = None):
-        self.project, self.log = project, log
-        self.conn_id, self.registry_conn_id = conn_id, registry_conn_id
-        self._hook, self._registry = hook, registry
+    def __init__(self, project: ProjectRef, find_registry: Callable[[], Any], log: Callable[[str], None] = print,
+                 conn_id: str | None = None, hook: Any = None):
+        self.project, self.log, self.conn_id = project, log, conn_id
+        self._hook, self._find_registry = hook, find_registry
 
     # ------------------------------------------------------------------ connection
 
@@ -87,10 +86,8 @@ class KubernetesCluster:
 
     @cached_property
     def registry(self):
-        """The installation's registry (``CLOUD_DEPLOY_REGISTRY_CONN_ID``): where the cluster pulls from."""
-        from cloud_deploy_provider.registries import installation_registry
-
-        return self._registry if self._registry is not None else installation_registry(self.registry_conn_id)
+        """The registry the cluster pulls from (the installation's), looked up on first use; None: none."""
+        return self._find_registry()
 
     def namespace(self, asked: str | None = None) -> str:
         return asked or self.hook.get_namespace() or DEFAULT_NAMESPACE

@@ -119,3 +119,7 @@ class BatchJobWatch:
 
     def status(self, spec: DeploymentSpec | None = None) -> TargetStatus:
         return self.batch.job_status(self.job)
+
+    def tail(self) -> list[str]:
+        """None passed on: a failed job's last CloudWatch lines are in its status message."""
+        return []

@@ -67,6 +67,10 @@ class JobWatch(Protocol):
 
     def status(self, spec: DeploymentSpec | None = None) -> TargetStatus: ...
 
+    def tail(self) -> list[str]:
+        """The last log lines passed on so far."""
+        ...
+
 
 class JobRunner(PlatformUser):
     """A place scheduled jobs run. Subclasses set ``target`` and implement ``begin``, ``watch``, ``end``."""
@@ -103,15 +107,20 @@ class JobRunner(PlatformUser):
         return job.timeout_seconds
 
     def result_of(self, job: Job, watch: JobWatch, outcome: str, status: dict[str, Any]) -> JobResult:
-        """The result from the watch's last status (``outcome`` ``timeout``: the deadline passed first)."""
+        """The result from the watch's last status (``outcome`` ``timeout``: the deadline passed first), with the
+        last lines the watch passed on."""
         found = (status.get("details") or {}).get("result")
         if found:
             return JobResult.from_dict(found)
         if outcome == "timeout":
-            self.log(f"job {job.name}: still running after its deadline; stopping it")
-            return JobResult("failed", None, [], True, timeout_seconds=job.timeout_seconds)
-        return JobResult("failed", None, [], reason=status.get("message") or "the job's status could not be read",
-                         timeout_seconds=job.timeout_seconds)
+            self.log(f"job {job.name}: still active after its deadline; stopping it")
+            return JobResult("failed", None, watch.tail(), True, self.run_name(job), job.timeout_seconds)
+        reason = status.get("message") or "the job's status could not be read"
+        return JobResult("failed", None, watch.tail(), reason=reason, timeout_seconds=job.timeout_seconds)
+
+    def run_name(self, job: Job) -> str:
+        """What the job runs as on the platform (a container, a Job), for its result."""
+        return ""
 
     def end(self, spec: DeploymentSpec, job: Job, handle: dict[str, Any]) -> None:
         """Stop the job if it still runs and remove everything its run created."""

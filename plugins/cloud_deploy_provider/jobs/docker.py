@@ -280,8 +280,10 @@ class DockerJobWatch:
         return TargetStatus(result.state, message=result.message(), details={"result": result.to_dict(), "log": lines})
 
     def result(self, state: str, exit_code: int | None, timed_out: bool = False, reason: str = "") -> JobResult:
-        return JobResult(state, exit_code, self.seen[-LOG_TAIL_LINES:], timed_out, self.container, self.timeout_seconds,
-                         reason)
+        return JobResult(state, exit_code, self.tail(), timed_out, self.container, self.timeout_seconds, reason)
+
+    def tail(self) -> list[str]:
+        return self.seen[-LOG_TAIL_LINES:]
 
     def _new_lines(self) -> list[str]:
         from docker.errors import NotFound

@@ -20,12 +20,13 @@ import os
 import re
 import time
 from collections.abc import Callable
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, ClassVar
 
 from cloud_deploy_provider.accelerators import request_of
 from cloud_deploy_provider.clients.kubernetes import LABEL_INSTANCE, KubernetesCluster, resource_block
 from cloud_deploy_provider.jobs.base import LOG_TAIL_LINES, JobResult, JobRunner
+from cloud_deploy_provider.registries import given_or_installation_registry
 from cloud_deploy_provider.settings import SettingsError
 from cloud_deploy_provider.spec import DeploymentSpec, Job
 from cloud_deploy_provider.targets import TargetStatus
@@ -66,8 +67,9 @@ class KubernetesJobRunner(JobRunner):
 
     @cached_property
     def cluster(self) -> KubernetesCluster:
-        return KubernetesCluster(self.project, self.log, self.conn_id, self.registry_conn_id, hook=self._hook,
-                                 registry=self._registry)
+        return KubernetesCluster(self.project, partial(given_or_installation_registry, self._registry,
+                                                   self.registry_conn_id), self.log,
+                                 self.conn_id, hook=self._hook)
 
     def namespace(self, spec: DeploymentSpec) -> str:
         k8s = spec.deploy.k8s
@@ -85,15 +87,8 @@ class KubernetesJobRunner(JobRunner):
     def watch(self, spec: DeploymentSpec, job: Job, handle: dict[str, Any]) -> KubernetesJobWatch:
         return KubernetesJobWatch(self, spec, job)
 
-    def result_of(self, job: Job, watch: Any, outcome: str, status: dict[str, Any]) -> JobResult:
-        found = (status.get("details") or {}).get("result")
-        if found:
-            return JobResult.from_dict(found)
-        if outcome == "timeout":
-            self.log(f"job {job.name}: still active after its deadline; deleting it")
-            return JobResult("failed", None, watch.tail(), True, self.job_name(job), job.timeout_seconds)
-        reason = status.get("message") or "the job's status could not be read"
-        return JobResult("failed", None, watch.tail(), reason=reason, timeout_seconds=job.timeout_seconds)
+    def run_name(self, job: Job) -> str:
+        return self.job_name(job)
 
     def end(self, spec: DeploymentSpec, job: Job, handle: dict[str, Any]) -> None:
         self.remove(spec, job)

@@ -21,6 +21,11 @@ def installation_registry_conn_id(conn_id: str | None = None) -> str | None:
     return conn_id or EngineSettings.from_env().registry_conn_id
 
 
+def given_or_installation_registry(registry: Registry | None, conn_id: str | None = None) -> Registry | None:
+    """``registry`` when one is given (a test's, a caller's), else the installation's."""
+    return registry if registry is not None else installation_registry(conn_id)
+
+
 def installation_registry(conn_id: str | None = None) -> Registry | None:
     """The installation's registry, read from its Airflow connection; None when none is configured."""
     from airflow.sdk import BaseHook

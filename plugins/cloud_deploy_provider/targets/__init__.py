@@ -94,6 +94,14 @@ class UnknownTarget(UserError):
     """``deploy.type`` names no target of this installation."""
 
 
+def accelerator_mappings() -> dict[str, Any]:
+    """Each registered target's accelerator mapping (a function of :mod:`cloud_deploy_provider.accelerators`
+    from a request to the target's resource names), for the targets whose mapping needs nothing but the request."""
+    from cloud_deploy_provider import accelerators
+
+    return {target.type: getattr(accelerators, target.accelerators) for target in REGISTERED if target.accelerators}
+
+
 def target_class(deploy_type: str) -> type[Target]:
     try:
         module_name, _, class_name = TARGETS[deploy_type].implementation.partition(":")

@@ -11,14 +11,16 @@ PersistentVolumeClaims only when the spec marks them ``disposable``.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from typing import Any, ClassVar
 
 from cloud_deploy_provider.clients.kubernetes import (
     LABEL_INSTANCE, LABEL_OWNER, KubernetesCluster, KubernetesError, owner_value, resource_block,
 )
 from cloud_deploy_provider.identity import ProjectRef
+from cloud_deploy_provider.registries import given_or_installation_registry
 from cloud_deploy_provider.spec import DeploymentSpec, K8s, K8sContainer, K8sPort
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
 from cloud_deploy_provider.targets.base import CONFIG_ANNOTATION, Target
@@ -47,8 +49,8 @@ class KubernetesTarget(Target):
     def __init__(self, project: ProjectRef, log: Callable[[str], None] = print, hook: Any = None,
                  registry: Any = None, **connections: Any):
         super().__init__(project, log, **connections)
-        self.cluster = KubernetesCluster(project, log, self.conn_id, self.registry_conn_id, hook=hook,
-                                         registry=registry)
+        self.cluster = KubernetesCluster(project, partial(given_or_installation_registry, registry, self.registry_conn_id), log,
+                                         self.conn_id, hook=hook)
 
     def namespace(self, spec: DeploymentSpec | None) -> str:
         k8s = spec.deploy.k8s if spec else None
