@@ -118,7 +118,8 @@ def registry_with_login(name: str, username: str, password: str):
 
 
 @contextlib.contextmanager
-def environment(variables: dict[str, str]):
+def environment_set(variables: dict[str, str]):
+    """Set ``variables`` in the process environment for the block, then put back what was there."""
     previous = {name: os.environ.get(name) for name in variables}
     os.environ.update(variables)
     try:

@@ -10,7 +10,7 @@ import httpx
 from cloud_deploy_provider.api import runs
 from cloud_deploy_provider.api.index import latest_run
 from cloud_deploy_provider.status import Status, derive_status
-from tests.helpers import environment, load_dag
+from tests.helpers import environment_set, load_dag
 from tests.standins.common import ServiceProxy
 
 
@@ -40,7 +40,7 @@ def test_a_registry_answering_503_is_retried_and_the_retry_does_not_build_again(
     flaky = FlakyRegistry(int(registry.host.rsplit(":", 1)[1]), failures=1)
     connection = json.dumps({"conn_type": "docker", "host": f"127.0.0.1:{flaky.server_address[1]}"})
     try:
-        with environment({"AIRFLOW_CONN_FLAKY_REGISTRY": connection, "CLOUD_DEPLOY_REGISTRY_CONN_ID": "flaky_registry",
+        with environment_set({"AIRFLOW_CONN_FLAKY_REGISTRY": connection, "CLOUD_DEPLOY_REGISTRY_CONN_ID": "flaky_registry",
                            "CLOUD_DEPLOY_RETRY_DELAY_SECONDS": "1"}):
             run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
     finally:
@@ -70,7 +70,7 @@ def test_a_refused_push_fails_at_once(airflow_db, serialized_dags, hello_project
 
     with registry_with_login("locked", "someone", "right-password") as host:
         connection = json.dumps({"conn_type": "docker", "host": host, "login": "someone", "password": "wrong"})
-        with environment({"AIRFLOW_CONN_LOCKED": connection, "CLOUD_DEPLOY_REGISTRY_CONN_ID": "locked"}):
+        with environment_set({"AIRFLOW_CONN_LOCKED": connection, "CLOUD_DEPLOY_REGISTRY_CONN_ID": "locked"}):
             run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
     assert run.state == "failed" and _task(run).try_number == 1
     status = derive_status(latest_run(runs.DEPLOY_DAG, hello_project.ref), None)

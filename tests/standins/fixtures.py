@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import (
-    BASE_IMAGE, REPO, SESSION_DIR, Project, build_project, environment, free_port, registry_with_login, wait_http,
+    BASE_IMAGE, REPO, SESSION_DIR, Project, build_project, environment_set, free_port, registry_with_login, wait_http,
 )
 
 @pytest.fixture(scope="session")
@@ -278,7 +278,7 @@ def gcp(docker_client):
         stand_in.start()
         environment = GcpEnv(stand_in, registry_host)
         try:
-            with environment({"AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": environment.connection()}):
+            with environment_set({"AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT": environment.connection()}):
                 yield environment
         finally:
             stand_in.stop()
@@ -335,7 +335,7 @@ def backendai(docker_client):
             "AIRFLOW_CONN_BACKENDAI_REGISTRY": json.dumps(registry_connection),
         }
         try:
-            with environment(variables):
+            with environment_set(variables):
                 yield environment
         finally:
             stand_in.stop()
@@ -355,7 +355,7 @@ def kubernetes_cluster(docker_client):
     stand_in = KubernetesStandIn(docker_client, node_capacity=K8S_NODE_CAPACITY, node_labels=K8S_NODE_LABELS).start()
     connection = {"conn_type": "kubernetes", "extra": {"kube_config": json.dumps(stand_in.kubeconfig()), "namespace": "tango"}}
     try:
-        with environment({"AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(connection)}):
+        with environment_set({"AIRFLOW_CONN_KUBERNETES_DEFAULT": json.dumps(connection)}):
             yield stand_in
     finally:
         stand_in.stop()

@@ -13,7 +13,9 @@ import yaml
 
 from cloud_deploy_provider import accelerators
 from cloud_deploy_provider.cli import main
-from cloud_deploy_provider.spec import KNOWN_DEPLOY_TYPES, Deploy
+from cloud_deploy_provider.jobs import JOB_TARGETS, RUNNERS, job_runner_class
+from cloud_deploy_provider.jobs.base import JobRunner
+from cloud_deploy_provider.spec import KNOWN_DEPLOY_TYPES, Deploy, Job
 from cloud_deploy_provider.targets import REGISTERED, TARGET_TYPES, accelerator_mappings, target_class
 from cloud_deploy_provider.targets.base import Target
 
@@ -44,6 +46,42 @@ def test_each_registered_target_implements_the_contract(registered):
     assert issubclass(cls, Target) and cls.type == registered.type
     assert not [name for name in CONTRACT if getattr(cls, name) is getattr(Target, name)]
     assert cls.without_spec in ("owned", "nothing", "refused")
+
+
+def _overrides_with_other_signatures(cls: type, base: type) -> list[str]:
+    """The methods ``cls`` defines again whose parameters (names, order, kinds) or kind (method, classmethod,
+    static method) differ from ``base``'s; annotations may narrow and are not compared."""
+    import inspect
+
+    def parameters(method) -> list[tuple[str, object]]:
+        return [(p.name, p.kind) for p in inspect.signature(method).parameters.values()]
+
+    different = []
+    for name, own in vars(cls).items():
+        inherited = inspect.getattr_static(base, name, None)
+        if name.startswith("__") or not callable(getattr(base, name, None)) or inherited is None:
+            continue
+        same_kind = type(own) is type(inherited)
+        if not same_kind or parameters(getattr(cls, name)) != parameters(getattr(base, name)):
+            different.append(name)
+    return different
+
+
+@pytest.mark.parametrize("registered", REGISTERED, ids=lambda registered: registered.type)
+def test_each_registered_target_keeps_the_base_signatures(registered):
+    """A target that redefines a capability with other parameters breaks every caller that reads it."""
+    cls = target_class(registered.type)
+    for klass in cls.__mro__[:cls.__mro__.index(Target)]:
+        assert _overrides_with_other_signatures(klass, Target) == [], klass.__name__
+
+
+@pytest.mark.parametrize("registered", RUNNERS, ids=lambda registered: registered.target)
+def test_each_registered_job_runner_implements_the_contract_with_its_signatures(registered):
+    cls = job_runner_class(registered.target)
+    assert issubclass(cls, JobRunner) and cls.target == registered.target
+    assert not [name for name in ("begin", "watch", "end") if getattr(cls, name) is getattr(JobRunner, name)]
+    assert _overrides_with_other_signatures(cls, JobRunner) == []
+    assert JOB_TARGETS == tuple(Job.model_json_schema()["properties"]["target"].get("enum", JOB_TARGETS))
 
 
 @pytest.mark.parametrize("registered", REGISTERED, ids=lambda registered: registered.type)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import math
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 from cloud_deploy_provider.accelerators import cloud_run_gpu
@@ -78,11 +77,9 @@ class CloudRunTarget(Target):
     def owner_of(cls, project: ProjectRef) -> str:
         return owner(project)
 
-    @classmethod
-    def image_registry(cls, project: ProjectRef, spec: DeploymentSpec, log: Callable[[str], None]) -> Registry:
+    def image_registry(self, spec: DeploymentSpec) -> Registry:
         """Cloud Run runs images from Artifact Registry, whatever registry the installation uses otherwise."""
-        session = GcpSession()
-        return artifact_registry(session, repository_of(session, project, spec), project, log)
+        return artifact_registry(self.client, repository_of(self.client, self.project, spec), self.project, self.log)
 
     # ------------------------------------------------------------------ names
 
