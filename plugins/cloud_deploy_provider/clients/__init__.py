@@ -6,8 +6,10 @@ None of these is an Airflow hook (those live in ``hooks/``); each reads its Airf
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+LOG_TAIL_LINES = 20  # what a failure message shows of a log
 
 
 class PlatformUser:
@@ -32,3 +34,8 @@ class PlatformUser:
         if self._client is None:
             self._client = self.connect()
         return self._client
+
+
+def last_lines(lines: Iterable[str], count: int = LOG_TAIL_LINES) -> list[str]:
+    """The last ``count`` lines of a log, trailing white space stripped: what a failure message shows."""
+    return [line.rstrip() for line in lines][-count:]

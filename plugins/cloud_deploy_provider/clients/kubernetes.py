@@ -19,6 +19,7 @@ from functools import cached_property
 from typing import Any
 
 from cloud_deploy_provider.accelerators import AcceleratorRequest, kubernetes_resources
+from cloud_deploy_provider.clients import last_lines
 from cloud_deploy_provider.errors import TargetError
 from cloud_deploy_provider.identity import ProjectRef
 
@@ -30,7 +31,7 @@ LABEL_OWNER = "cloud-deploy.io/owner"
 LABEL_USER = "cloud-deploy.io/user"
 LABEL_PROJECT = "cloud-deploy.io/project"
 LABEL_SERVICE = "cloud-deploy.io/service"
-LOG_TAIL_LINES = 10
+CRASH_LOG_LINES = 10
 PULL_FAILURES = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull")
 CONFIG_FAILURES = ("CreateContainerConfigError", "CreateContainerError", "RunContainerError")
 GONE_TIMEOUT_SECONDS = 60
@@ -261,9 +262,9 @@ class KubernetesCluster:
     def last_log_lines(self, namespace: str, pod: str, container: str) -> list[str]:
         """The last non-blank lines of the crashed container's previous run, else of its current one."""
         for previous in (True, False):
-            lines = self.pod_log(namespace, pod, container, previous=previous, tail_lines=LOG_TAIL_LINES)
+            lines = self.pod_log(namespace, pod, container, previous=previous, tail_lines=CRASH_LOG_LINES)
             if lines:
-                return [line for line in lines if line.strip()][-LOG_TAIL_LINES:]
+                return last_lines([line for line in lines if line.strip()], CRASH_LOG_LINES)
         return []
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from cloud_deploy_provider.clients import PlatformUser
+from cloud_deploy_provider.clients import LOG_TAIL_LINES, PlatformUser
 from cloud_deploy_provider.errors import TargetError
 from cloud_deploy_provider.spec import DeploymentSpec, Job
 from cloud_deploy_provider.targets import ImageRef, TargetStatus
@@ -22,8 +22,8 @@ from cloud_deploy_provider.targets import ImageRef, TargetStatus
 if TYPE_CHECKING:
     from cloud_deploy_provider.registries.oci import Registry
 
-LOG_TAIL_LINES = 20
 MESSAGE_LINES = 5
+__all__ = ["LOG_TAIL_LINES", "JobError", "JobResult", "JobRunner", "JobWatch", "RunnerWatch"]
 
 
 class JobError(TargetError):

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from botocore.exceptions import ClientError
 
 from cloud_deploy_provider.accelerators import AcceleratorRequest, batch_resources
+from cloud_deploy_provider.clients import LOG_TAIL_LINES, last_lines
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
@@ -30,7 +31,6 @@ DEFAULT_TIMEOUT_SECONDS = 3600
 # Beyond the job's own timeout, how long a deploy waits for it to be scheduled and started.
 MIN_START_MARGIN_SECONDS = 600
 DEFAULT_LOG_GROUP = "/aws/batch/job"
-LOG_LINES = 20
 STOP_WAIT_SECONDS = 120
 STOP_REASON = "cloud-deploy stop"
 
@@ -309,12 +309,12 @@ class BatchTarget(AwsTarget):
         group = options.get("awslogs-group", DEFAULT_LOG_GROUP)
         try:
             events = self.aws("logs").get_log_events(
-                logGroupName=group, logStreamName=stream, limit=LOG_LINES, startFromHead=False
+                logGroupName=group, logStreamName=stream, limit=LOG_TAIL_LINES, startFromHead=False
             )["events"]
         except ClientError as error:
             self.log(f"could not read the job's logs from {group}/{stream}: {error}")
             return []
-        return [event["message"].rstrip() for event in events]
+        return last_lines(event["message"] for event in events)
 
     # ------------------------------------------------------------------ stop
 

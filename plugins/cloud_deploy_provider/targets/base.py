@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from cloud_deploy_provider.clients import PlatformUser
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 Log = Callable[[str], None]
 Found = TypeVar("Found")
-LOG_TAIL_LINES = 20
 # The label (or tag) that carries a resource's configuration hash: a changed hash means "replace it".
 CONFIG_LABEL = "io.cloud-deploy.config"
 # The same, where keys must be DNS-style prefixes (Kubernetes annotations, Cloud Run annotations).
@@ -139,8 +138,3 @@ class Target(PlatformUser):
 
 def config_hash(data: Any, length: int) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:length]
-
-
-def last_lines(lines: Iterable[str], count: int = LOG_TAIL_LINES) -> list[str]:
-    """The last ``count`` lines of a log, trailing white space stripped: what a failure message shows."""
-    return [line.rstrip() for line in list(lines)[-count:]]

@@ -24,7 +24,8 @@ from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.settings import EngineSettings
 from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
-from cloud_deploy_provider.targets.base import CONFIG_LABEL, LOG_TAIL_LINES, Target
+from cloud_deploy_provider.clients import LOG_TAIL_LINES
+from cloud_deploy_provider.targets.base import CONFIG_LABEL, Target
 
 LABEL_IMAGE = "io.cloud-deploy.image"
 PROBE_TIMEOUT_SECONDS = 2.0
