@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from cloud_deploy_provider.registries.oci import Registry
 
 MESSAGE_LINES = 5
-__all__ = ["LOG_TAIL_LINES", "JobError", "JobResult", "JobRunner", "JobWatch", "RunnerWatch"]
 
 
 class JobError(TargetError):

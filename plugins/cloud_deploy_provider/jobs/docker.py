@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, ClassVar
 
+from cloud_deploy_provider.clients import LOG_TAIL_LINES
 from cloud_deploy_provider.clients.docker_engine import engine_client
 from cloud_deploy_provider.errors import is_transient
 from cloud_deploy_provider.identity import LABEL_KEY
-from cloud_deploy_provider.jobs.base import LOG_TAIL_LINES, JobError, JobResult, JobRunner
+from cloud_deploy_provider.jobs.base import JobError, JobResult, JobRunner
 from cloud_deploy_provider.settings import EngineSettings
 from cloud_deploy_provider.spec import DeploymentSpec, Job
 from cloud_deploy_provider.targets import ImageRef

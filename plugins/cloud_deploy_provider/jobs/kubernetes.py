@@ -24,8 +24,9 @@ from functools import cached_property, partial
 from typing import Any, ClassVar
 
 from cloud_deploy_provider.accelerators import request_of
+from cloud_deploy_provider.clients import LOG_TAIL_LINES
 from cloud_deploy_provider.clients.kubernetes import LABEL_INSTANCE, KubernetesCluster, resource_block
-from cloud_deploy_provider.jobs.base import LOG_TAIL_LINES, JobResult, JobRunner
+from cloud_deploy_provider.jobs.base import JobResult, JobRunner
 from cloud_deploy_provider.registries import given_or_installation_registry
 from cloud_deploy_provider.settings import SettingsError
 from cloud_deploy_provider.spec import DeploymentSpec, Job
