@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from cloud_deploy_provider.clients import LOG_TAIL_LINES, PlatformUser
+from cloud_deploy_provider.clients import PlatformUser
 from cloud_deploy_provider.errors import TargetError
 from cloud_deploy_provider.spec import DeploymentSpec, Job
 from cloud_deploy_provider.targets import ImageRef, TargetStatus
