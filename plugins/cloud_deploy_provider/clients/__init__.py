@@ -6,10 +6,12 @@ None of these is an Airflow hook (those live in ``hooks/``); each reads its Airf
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 LOG_TAIL_LINES = 20  # what a failure message shows of a log
+Found = TypeVar("Found")
 
 
 class PlatformUser:
@@ -39,3 +41,13 @@ class PlatformUser:
 def last_lines(lines: Iterable[str], count: int = LOG_TAIL_LINES) -> list[str]:
     """The last ``count`` lines of a log, trailing white space stripped: what a failure message shows."""
     return [line.rstrip() for line in lines][-count:]
+
+
+def poll_until(read: Callable[[], Found], done: Callable[[Found], bool], seconds: float, interval: float) -> Found:
+    """``read()`` every ``interval`` until ``done`` says so or ``seconds`` pass; the last reading either way."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = read()
+        if done(found) or time.monotonic() >= deadline:
+            return found
+        time.sleep(min(interval, max(deadline - time.monotonic(), 0)))

@@ -13,13 +13,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import time
 from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import Any
 
 from cloud_deploy_provider.accelerators import AcceleratorRequest, kubernetes_resources
-from cloud_deploy_provider.clients import last_lines
+from cloud_deploy_provider.clients import last_lines, poll_until
 from cloud_deploy_provider.errors import TargetError
 from cloud_deploy_provider.identity import ProjectRef
 
@@ -203,13 +202,11 @@ class KubernetesCluster:
     def wait_pods_gone(self, namespace: str, selector: str, what: str) -> None:
         """Wait (bounded) until the deleted objects' pods are gone: until then they hold their node's
         resources, and "everything is gone" would not be true yet."""
-        deadline = time.monotonic() + GONE_TIMEOUT_SECONDS
-        while pods := self.pods(namespace, selector):
-            if time.monotonic() >= deadline:
-                names = ", ".join(pod.metadata.name for pod in pods)
-                self.log(f"{what}: pods {names} are still terminating after {GONE_TIMEOUT_SECONDS} s")
-                return
-            time.sleep(GONE_POLL_SECONDS)
+        pods = poll_until(lambda: self.pods(namespace, selector), lambda found: not found, GONE_TIMEOUT_SECONDS,
+                          GONE_POLL_SECONDS)
+        if pods:
+            names = ", ".join(pod.metadata.name for pod in pods)
+            self.log(f"{what}: pods {names} are still terminating after {GONE_TIMEOUT_SECONDS} s")
 
     def node_ip(self) -> str:
         nodes = self.call("list nodes", self.core.list_node).items

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from botocore.exceptions import ClientError
 
 from cloud_deploy_provider.accelerators import AcceleratorRequest, batch_resources
-from cloud_deploy_provider.clients import LOG_TAIL_LINES, last_lines
+from cloud_deploy_provider.clients import LOG_TAIL_LINES, last_lines, poll_until
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
@@ -330,7 +330,7 @@ class BatchTarget(AwsTarget):
             self.log(f"terminating job {job['jobName']} ({job['jobId']}), which was {job['status']}")
         ids = {job["jobId"] for job in active}
         if ids:
-            ids = self.poll_until(lambda: {job["jobId"] for job in self.describe_jobs(sorted(ids))
+            ids = poll_until(lambda: {job["jobId"] for job in self.describe_jobs(sorted(ids))
                                            if job["status"] in ACTIVE_STATES}, lambda left: not left, STOP_WAIT_SECONDS, 1)
         if ids:
             self.log(f"jobs {', '.join(sorted(ids))} were not stopped after {STOP_WAIT_SECONDS} s; AWS Batch ends them")

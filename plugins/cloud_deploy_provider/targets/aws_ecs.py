@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from cloud_deploy_provider.accelerators import ecs_resources
+from cloud_deploy_provider.clients import poll_until
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
@@ -354,7 +355,7 @@ class EcsTarget(AwsTarget):
         ecs = self.aws("ecs")
         ecs.update_service(cluster=cluster, service=service_name, desiredCount=0)
         ecs.delete_service(cluster=cluster, service=service_name, force=True)
-        self.poll_until(lambda: self.find_service(cluster, service_name), lambda found: not found, STOP_WAIT_SECONDS, 2)
+        poll_until(lambda: self.find_service(cluster, service_name), lambda found: not found, STOP_WAIT_SECONDS, 2)
         for task in ecs.list_tasks(cluster=cluster, serviceName=service_name).get("taskArns", []):
             ecs.stop_task(cluster=cluster, task=task, reason="cloud-deploy stop")
         self.log(f"deleted service {service_name} from cluster {cluster}")

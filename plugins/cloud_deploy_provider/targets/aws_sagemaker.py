@@ -23,6 +23,7 @@ from typing import IO, Any, ClassVar
 from botocore.exceptions import ClientError
 
 from cloud_deploy_provider.accelerators import sagemaker_check
+from cloud_deploy_provider.clients import poll_until
 from cloud_deploy_provider.identity import LABEL_KEY, ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec, SageMaker
 from cloud_deploy_provider.targets import DeployResult, ImageRef, TargetStatus
@@ -447,7 +448,7 @@ class SageMakerTarget(AwsTarget):
 
     def wait_endpoint(self, name: str, done: Any, seconds: float = SETTLE_SECONDS) -> dict[str, Any] | None:
         """Describe the endpoint until ``done(it)`` or it is gone; returns the last answer (None when gone)."""
-        return self.poll_until(lambda: self.sagemaker_call("describe_endpoint", EndpointName=name),
+        return poll_until(lambda: self.sagemaker_call("describe_endpoint", EndpointName=name),
                                lambda found: found is None or done(found), seconds, 5)
 
     def delete_endpoint(self, name: str) -> None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from cloud_deploy_provider.clients import PlatformUser
 from cloud_deploy_provider.errors import UserError
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
     from cloud_deploy_provider.spec import DeploymentSpec
 
 Log = Callable[[str], None]
-Found = TypeVar("Found")
 # The label (or tag) that carries a resource's configuration hash: a changed hash means "replace it".
 CONFIG_LABEL = "io.cloud-deploy.config"
 # The same, where keys must be DNS-style prefixes (Kubernetes annotations, Cloud Run annotations).
@@ -124,16 +122,6 @@ class Target(PlatformUser):
     def config_hash(self, data: Any) -> str:
         """A short, stable hash of what a deploy would create: stored on the resource, it tells "unchanged"."""
         return config_hash(data, self.config_hash_length)
-
-    def poll_until(self, read: Callable[[], Found], done: Callable[[Found], bool], seconds: float,
-                   interval: float) -> Found:
-        """``read()`` every ``interval`` until ``done`` says so or ``seconds`` pass; the last reading either way."""
-        deadline = time.monotonic() + seconds
-        while True:
-            found = read()
-            if done(found) or time.monotonic() >= deadline:
-                return found
-            time.sleep(min(interval, max(deadline - time.monotonic(), 0)))
 
 
 def config_hash(data: Any, length: int) -> str:

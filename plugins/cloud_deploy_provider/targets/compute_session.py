@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import yaml
 
 from cloud_deploy_provider.accelerators import backendai_slots
+from cloud_deploy_provider.clients import poll_until
 from cloud_deploy_provider.errors import TargetError
 from cloud_deploy_provider.identity import ProjectRef
 from cloud_deploy_provider.spec import DeploymentSpec, ModelService
@@ -300,7 +301,7 @@ class ComputeSessionTarget(Target):
         def destroyed(found: dict[str, Any] | None) -> bool:
             return found is None or found.get("status") == "DESTROYED"
 
-        if destroyed(self.poll_until(lambda: self.endpoint(endpoint_id), destroyed, SETTLE_SECONDS, POLL_SECONDS)):
+        if destroyed(poll_until(lambda: self.endpoint(endpoint_id), destroyed, SETTLE_SECONDS, POLL_SECONDS)):
             return
         raise ComputeSessionError(f"compute-session: service {endpoint_id} is still being destroyed after "
                                   f"{SETTLE_SECONDS:.0f} s", retryable=True)
