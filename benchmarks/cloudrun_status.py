@@ -58,7 +58,7 @@ def main() -> None:
         wanted = target.service(spec, BASE_IMAGE)
         wanted.template.containers[0].command = ["sh", "-c", "exec python3 -m http.server $PORT"]
         wanted.template.containers[0].startup_probe.http_get.path = "/"
-        target.session.services.create_service(
+        target.client.services.create_service(
             parent=target.parent(spec), service=wanted, service_id=target.service_id(spec)
         ).result(timeout=120)
 
