@@ -40,5 +40,6 @@ echo "  POST $url/predict {\"features\": [6.7, 3.0, 5.2, 2.3]}"
 echo "  -> $(curl -fsS -X POST "$url/predict" -H 'Content-Type: application/json' -d '{"features": [6.7, 3.0, 5.2, 2.3]}')"
 echo
 echo "Airflow UI:    http://127.0.0.1:$AIRFLOW_PORT  (user admin, password in $state/airflow/simple_auth_manager_passwords.json.generated)"
+echo "Deployments:   http://127.0.0.1:$AIRFLOW_PORT/plugin/deployments  (every deployment: status, URL, runs; deploy and stop)"
 echo "TANGO API:     $gateway/docs"
 echo "Stop it:       curl '$gateway/stop?user_id=$user&project_id=$project'   |   everything: make stop"

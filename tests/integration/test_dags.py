@@ -60,6 +60,17 @@ def test_deploy_then_undeploy_through_airflow(airflow_db, hello_project, docker_
     assert docker_client.containers(all=True, filters={"label": f"io.cloud-deploy.key={hello_project.ref.key}"}) == []
 
 
+def test_the_deploy_task_links_to_the_service_it_deployed(airflow_db, hello_project):
+    """The "Open service" extra link of the deploy task: Airflow stores it from the task's result when it ends."""
+    from cloud_deploy_provider.operators.cloud_deploy import ServiceLink
+
+    run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)
+    assert run.state == "success"
+    links = {link.name for link in load_dag("cloud_deploy").get_task("deploy").operator_extra_links}
+    assert links == {ServiceLink.name}
+    assert latest_run(runs.DEPLOY_DAG, hello_project.ref).xcom("deploy", "_link_ServiceLink") == hello_project.url
+
+
 def test_invalid_yaml_fails_the_run_with_the_reason_in_the_status(airflow_db, hello_project):
     hello_project.edit(lambda spec: spec["deploy"].__setitem__("entrypiont", ["x"]))
     run = load_dag("cloud_deploy").test(run_conf=hello_project.conf)

@@ -60,7 +60,9 @@ async def _bug(request: Request, error: Exception) -> JSONResponse:
                         status_code=500)
 
 
-def create_app(dependencies: Sequence[Any] = (), root_path: str = "", lifespan: Any = None) -> FastAPI:
+def create_app(dependencies: Sequence[Any] = (), root_path: str = "", lifespan: Any = None,
+               pages: Any = None) -> FastAPI:
+    """The app; ``pages`` (an ``APIRouter``, see :mod:`cloud_deploy_provider.api.ui`) adds the Deployments pages."""
     app = FastAPI(
         title="Cloud Deploy",
         description="TANGO cloud deploy API on Apache Airflow. user_id/project_id follow "
@@ -119,6 +121,8 @@ def create_app(dependencies: Sequence[Any] = (), root_path: str = "", lifespan: 
             raise HTTPException(status_code=404, detail="Service not found")
         return {"user_id": user_id, "project_id": project_id, **status.to_dict()}
 
+    if pages is not None:
+        app.include_router(pages)
     return app
 
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, BaseOperatorLink
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 MAX_ERROR_CHARS = 4000
@@ -43,6 +43,21 @@ class TaskKilled(BaseException):
 
 JOB_WATCH = "cloud_deploy_provider.jobs.base:RunnerWatch"  # what the trigger polls for a job (not imported here)
 CONN_ID_PARAMETERS = ("registry_conn_id", "aws_conn_id", "gcp_conn_id", "kubernetes_conn_id", "backendai_conn_id")
+
+
+class ServiceLink(BaseOperatorLink):
+    """"Open service" on the deploy task: the URL the deployed service answers at (empty until it is ready).
+
+    Airflow computes it on the worker when the task ends, from the task's result, and stores it as an XCom.
+    """
+
+    name = "Open service"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: Any) -> str:
+        from airflow.sdk.execution_time.xcom import XCom
+
+        result = XCom.get_value(ti_key=ti_key, key="return_value")
+        return (result.get("url") or "") if isinstance(result, dict) else ""
 
 
 class CloudDeployStageOperator(BaseOperator):
@@ -287,6 +302,7 @@ class CloudDeployOperator(CloudDeployBuildOperator):
     """
 
     holds_project_lock = True
+    operator_extra_links = (ServiceLink(),)
 
     def __init__(self, *, deferrable: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
