@@ -86,7 +86,11 @@ class RunSnapshot:
     def deployed_spec(self) -> dict[str, Any] | None:
         """The spec this run deployed, as it was read when the run validated it."""
         validated = self.xcom(DEPLOY_TASK if self.one_task else "validate") or {}
-        return validated.get("spec") if isinstance(validated, dict) else None
+        if isinstance(validated, dict) and validated.get("spec"):
+            return validated["spec"]
+        progress = self.xcom(DEPLOY_TASK, "progress") or {}  # a run that failed after validating
+        waiting = (progress.get("waiting") or {}).get("result") or {}
+        return progress.get("spec") or waiting.get("spec") or None
 
 
 @dataclass(frozen=True)

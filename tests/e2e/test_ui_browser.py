@@ -182,4 +182,7 @@ def test_a_viewer_cannot_stop_and_a_failed_deployment_shows_its_reason(stack, br
     _wait(lambda: _status_shown(browser) == "failed", what="the failed deployment's page")
     reason = browser.find_element(By.ID, "message-text").text
     assert "exit code 3" in reason and "model weights missing" in reason, reason
+    assert browser.find_element(By.ID, "target").text == "docker", "what a failed run deployed is shown too"
+    assert "service_name: hello" in browser.find_element(By.ID, "spec").text
+    assert browser.find_elements(By.CSS_SELECTOR, "#stages tbody tr"), "the failed run's stages, up to the failure"
     _shot(browser, "deployment-failed")

@@ -122,9 +122,9 @@ def deployment_page(project: ProjectRef) -> dict[str, Any] | None:
 def _stages(run: Any) -> dict[str, float]:
     if run is None:
         return {}
-    for task_id, key in (("deploy", "return_value"), ("deploy", "progress")):
-        found = run.xcom(task_id, key) or {}
-        stages = found.get("stages") or (found.get("waiting") or {}).get("stages")
+    for key in ("return_value", "error", "progress"):  # done, failed, or waiting in the triggerer
+        found = run.xcom("deploy", key) or {}
+        stages = found.get("stages") or (found.get("waiting") or {}).get("stages") if isinstance(found, dict) else None
         if stages:
             return dict(stages)
     return {}

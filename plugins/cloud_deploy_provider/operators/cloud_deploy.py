@@ -132,7 +132,8 @@ class CloudDeployStageOperator(BaseOperator):
         except Exception as error:  # TaskDeferred is a BaseException and passes through
             message = str(error) or type(error).__name__
             context["ti"].xcom_push(key="error", value={"stage": self.current_stage,
-                                                        "message": message[:MAX_ERROR_CHARS]})
+                                                        "message": message[:MAX_ERROR_CHARS],
+                                                        "stages": dict(self.stage_seconds)})
             if not is_transient(error):
                 raise AirflowFailException(f"{self.current_stage}: {message}") from error
             raise AirflowException(f"{self.current_stage}: {message}") from error
@@ -317,7 +318,8 @@ class CloudDeployOperator(CloudDeployBuildOperator):
         spec = self.loaded(result).spec
         target = self.target(spec)
         with self.stage("deploy"):
-            context["ti"].xcom_push(key="progress", value={"stage": "deploy"})  # TANGO: building -> preparing
+            # TANGO: building -> preparing; the spec, so that a deploy that fails from here still shows what it deployed
+            context["ti"].xcom_push(key="progress", value={"stage": "deploy", "spec": result.get("spec")})
             result.update(target.deploy(spec, image_ref(result["image"])).to_dict())
         with self.stage("wait_ready"):
             timeout, waiting_since = target.ready_timeout_seconds(spec), time.time()

@@ -23,7 +23,7 @@ function element(tag, attributes = {}, ...children) {
     if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else if (value !== undefined && value !== null) node.setAttribute(key, value);
   }
-  for (const child of children.flat()) node.append(child instanceof Node ? child : document.createTextNode(child ?? ""));
+  for (const child of children.flat(Infinity)) node.append(child instanceof Node ? child : document.createTextNode(child ?? ""));
   return node;
 }
 
@@ -43,7 +43,9 @@ function airflowLink(text, path, attributes = {}) {
 const runPath = (dagId, runId) => `/dags/${encodeURIComponent(dagId)}/runs/${encodeURIComponent(runId)}`;
 const taskPath = (dagId, runId, taskId) => `${runPath(dagId, runId)}/tasks/${encodeURIComponent(taskId)}`;
 const statusBadge = (word) => element("span", {class: `status status-${word}`}, word);
-const shortDigest = (image) => image && image.digest ? image.digest.replace("sha256:", "").slice(0, 12) : "";
+// The digest when the image was pushed; on the local engine (no registry) the tag of its build key.
+const shortImage = (image) => !image ? "" : image.digest ? image.digest.replace("sha256:", "").slice(0, 12)
+  : (image.reference || "").split(":").pop();
 
 function serviceLink(url) {
   if (!url) return element("span", {class: "muted"}, "–");
@@ -123,7 +125,7 @@ async function loadList() {
     element("td", {}, row.target_type || ""),
     element("td", {title: row.message || ""}, statusBadge(row.status)),
     element("td", {}, serviceLink(row.url)),
-    element("td", {class: "mono", title: row.image ? row.image.reference : ""}, shortDigest(row.image)),
+    element("td", {class: "mono", title: row.image ? row.image.reference : ""}, shortImage(row.image)),
     element("td", {}, row.last_deploy ? airflowLink(row.last_deploy.state, runPath("cloud_deploy", row.last_deploy.run_id),
                                                     {class: "deploy-run"}) : ""),
     element("td", {}, row.last_stop ? airflowLink(row.last_stop.state, runPath("cloud_undeploy", row.last_stop.run_id),
