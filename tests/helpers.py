@@ -152,6 +152,22 @@ def deployment_status(project):
     return derive_status(latest_run(runs.DEPLOY_DAG, project.ref), latest_run(runs.UNDEPLOY_DAG, project.ref))
 
 
+def parse_dags_into_db() -> None:
+    """Parse the DAG folder and write the DAGs to the metadata DB (with their next run), as the dag-processor would."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+    from airflow.utils.session import create_session
+
+    manager = DagBundlesManager()
+    with create_session() as session:
+        manager.sync_bundles_to_db(session=session)
+    for bundle in manager.get_all_dag_bundles():
+        bundle.initialize()
+        bag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
+        assert not bag.import_errors, bag.import_errors
+        sync_bag_to_db(bag, bundle.name, bundle.version)
+
+
 def scheduled_dagbag():
     """The scheduled DAGs as Airflow's DagBag parses them from the generator file."""
     from airflow.dag_processing.dagbag import DagBag

@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 
 from cloud_deploy_provider.api.index import latest_run
 from cloud_deploy_provider.api.runs import DEPLOY_DAG, UNDEPLOY_DAG
-from tests.helpers import Project, load_dag
+from cloud_deploy_provider.scheduled import job_dag_id, redeploy_dag_id
+from tests.helpers import Project, load_dag, parse_dags_into_db, set_schedule
 
 SECRET = "s3cret-model-key"
 USERS = {"admin": ("admin", "admin-pw"), "viewer": ("viewer", "viewer-pw")}
@@ -76,6 +77,21 @@ def test_a_deployed_project_shows_its_status_stages_resources_and_yaml_with_secr
     assert page.status_code == 200 and f"{hello_project.user_id} / {hello_project.project_id}" in page.text
     listed = airflow.get("/cloud_deploy/deployments", params={"user_id": hello_project.user_id}, headers=viewer).json()
     assert hello_project.project_id in {row["project_id"] for row in listed["deployments"]}
+
+
+def test_a_scheduled_project_shows_its_next_redeploy_and_job_runs(airflow, hello_project):
+    jobs = [{"name": "score", "cron": "0 2 * * *", "command": ["python3", "-V"], "target": "docker"}]
+    set_schedule(hello_project, redeploy="@daily", jobs=jobs)
+    parse_dags_into_db()  # as the dag-processor does: the project's scheduled DAGs, with their next run
+    assert load_dag("cloud_deploy").test(run_conf=hello_project.conf).state == "success"
+
+    found = airflow.get(f"/cloud_deploy/ui/api/deployments/{hello_project.user_id}/{hello_project.project_id}",
+                        headers=_login(airflow, "viewer")).json()
+    planned = {item["name"]: item for item in found["schedule"]}
+    assert set(planned) == {"redeploy", "score"}
+    assert planned["redeploy"]["dag_id"] == redeploy_dag_id(hello_project.ref) and planned["redeploy"]["next_run"]
+    assert (planned["score"]["dag_id"], planned["score"]["cron"]) == (job_dag_id(hello_project.ref, "score"), "0 2 * * *")
+    assert planned["score"]["next_run"], planned
 
 
 def test_only_a_user_who_may_trigger_the_undeploy_dag_can_stop_and_only_with_a_json_confirmation(airflow,

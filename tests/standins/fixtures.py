@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import (
-    BASE_IMAGE, REPO, SESSION_DIR, Project, build_project, environment_set, free_port, registry_with_login, wait_http,
+    BASE_IMAGE, REPO, SESSION_DIR, Project, build_project, environment_set, free_port, parse_dags_into_db,
+    registry_with_login, wait_http,
 )
 
 @pytest.fixture(scope="session")
@@ -83,18 +84,7 @@ def hello_project(docker_client, base_image):
 @pytest.fixture(scope="session")
 def serialized_dags(airflow_db):
     """The repo's DAGs parsed and written to the metadata DB, as the dag-processor would."""
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
-    from airflow.utils.session import create_session
-
-    manager = DagBundlesManager()
-    with create_session() as session:
-        manager.sync_bundles_to_db(session=session)
-    for bundle in manager.get_all_dag_bundles():
-        bundle.initialize()
-        bag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
-        assert not bag.import_errors, bag.import_errors
-        sync_bag_to_db(bag, bundle.name, bundle.version)
+    parse_dags_into_db()
 
 
 MOTO_ACCOUNT = "123456789012"
