@@ -10,6 +10,7 @@ the page and open links through ``window.parent``.
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ class Confirmed(BaseModel):
     confirm: bool
 
 
+@cache
 def _templates():
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -49,11 +51,10 @@ def _page(request: Request, template: str, **values: Any) -> HTMLResponse:
     return HTMLResponse(html, headers=PAGE_HEADERS)
 
 
-def ui_router(user_dependency: Any = None, may_trigger: Any = None) -> APIRouter:
-    """The pages and their JSON. ``user_dependency`` gives the Airflow user (None: no user, as on the gateway);
-    ``may_trigger(user, dag_id)`` says whether that user may trigger the DAG."""
+def ui_router(user_dependency: Any, may_trigger: Any) -> APIRouter:
+    """The pages and their JSON. ``user_dependency`` gives the Airflow user of a request; ``may_trigger(user,
+    dag_id)`` says whether that user may trigger the DAG (the actions need it)."""
     router = APIRouter(prefix="/ui", include_in_schema=False)
-    user_of = user_dependency or (lambda: None)
 
     @router.get("", response_class=HTMLResponse)
     def deployment_list(request: Request) -> HTMLResponse:
@@ -73,19 +74,18 @@ def ui_router(user_dependency: Any = None, may_trigger: Any = None) -> APIRouter
         return found
 
     @router.post("/api/deployments/{user_id}/{project_id}/{action}")
-    def act(user_id: str, project_id: str, action: str, body: Confirmed, user: Any = Depends(user_of)) -> dict:
+    def act(user_id: str, project_id: str, action: str, body: Confirmed, user: Any = Depends(user_dependency)) -> dict:
         project = deployments.project_ref(user_id, project_id)
         dag_id = {"deploy": runs.DEPLOY_DAG, "stop": runs.UNDEPLOY_DAG}.get(action)
         if dag_id is None:
             raise HTTPException(status_code=404, detail=f"no action {action!r}: deploy or stop")
         if not body.confirm:
             raise HTTPException(status_code=400, detail=f"{action} was not confirmed")
-        if may_trigger is not None and not may_trigger(user, dag_id):
+        if not may_trigger(user, dag_id):
             raise HTTPException(status_code=403, detail=f"you may not trigger {dag_id}, so you may not {action}")
-        user_name = user.get_name() if user is not None else None
         if action == "deploy":
-            return {"run_id": deployments.start(project, user_name), "status": Status.STARTED.value}
-        return {"status": deployments.stop(project, user_name).value}
+            return {"run_id": deployments.start(project, user.get_name()), "status": Status.STARTED.value}
+        return {"status": deployments.stop(project, user.get_name()).value}
 
     @router.get("/static/{name}")
     def static(name: str) -> Response:
