@@ -25,7 +25,7 @@ def airflow(serialized_dags, monkeypatch, tmp_path):
     passwords.write_text(json.dumps({name: password for name, (_, password) in USERS.items()}))
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", ",".join(f"{n}:{r}" for n, (r, _) in USERS.items()))
     monkeypatch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
-    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "cloud-deploy-ui-tests")
+    monkeypatch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "cloud-deploy-ui-tests-" + "0" * 64)  # >= 64 bytes for HS512
     from airflow.api_fastapi.app import create_app
 
     return TestClient(create_app())
