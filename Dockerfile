@@ -1,5 +1,7 @@
 # Airflow 3.3 image with the Cloud Deploy provider (and the Celery provider for CeleryExecutor).
-FROM apache/airflow:3.3.2-python3.11
+# AIRFLOW_IMAGE: the base, the official image by default (a mirror's copy where Docker Hub is not reachable).
+ARG AIRFLOW_IMAGE=apache/airflow:3.3.2-python3.11
+FROM ${AIRFLOW_IMAGE}
 USER root
 RUN mkdir -p /opt/cloud-deploy/src /opt/cloud-deploy/dags /shared \
  && chown -R airflow:0 /opt/cloud-deploy /shared

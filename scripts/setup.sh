@@ -23,5 +23,5 @@ bash "$repo/scripts/build-base-image.sh" >/dev/null
 echo "base image ready"
 
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check -e "$repo[test]"
+"$venv/bin/pip" install -q --disable-pip-version-check -e "$repo[test,scale-out]"
 echo "venv ready: $venv"

@@ -1,23 +1,33 @@
 #!/usr/bin/env bash
 # Start or stop the embedded stack: Airflow standalone (api-server, scheduler, dag-processor,
-# triggerer on SQLite) plus the TANGO gateway on its own port.
-#   scripts/stack.sh start STATE_DIR    (env: AIRFLOW_PORT=8080 GATEWAY_PORT=8890 VENV=.venv)
+# triggerer on SQLite) plus the TANGO gateway on its own port; or, with --scale-out, the scale-out
+# shape: PostgreSQL and Redis (Debian's packages), the CeleryExecutor with api-server, scheduler,
+# dag-processor, triggerer and two Celery workers as separate processes (each reporting its own host
+# name), and the gateway with several worker processes.
+#   scripts/stack.sh start STATE_DIR [--scale-out]   (env: AIRFLOW_PORT=8080 GATEWAY_PORT=8890 VENV=.venv;
+#                                                     scale-out: POSTGRES_PORT=5433 REDIS_PORT=6380 GATEWAY_WORKERS=3
+#                                                     CELERY_WORKERS=2 WORKER_CONCURRENCY=8)
 #   scripts/stack.sh stop STATE_DIR
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-action=${1:?usage: stack.sh start|stop STATE_DIR}
-state=$(mkdir -p "${2:?usage: stack.sh start|stop STATE_DIR}" && cd "$2" && pwd)
+action=${1:?usage: stack.sh start|stop STATE_DIR [--scale-out]}
+state=$(mkdir -p "${2:?usage: stack.sh start|stop STATE_DIR [--scale-out]}" && cd "$2" && pwd)
+scale_out=${SCALE_OUT:-}
+[ "${3:-}" = --scale-out ] && scale_out=1
 venv=${VENV:-$repo/.venv}
 airflow_port=${AIRFLOW_PORT:-8080}
 gateway_port=${GATEWAY_PORT:-8890}
+processes=(gateway airflow api-server scheduler dag-processor triggerer)
+for n in $(seq "${CELERY_WORKERS:-2}"); do processes+=("worker-$n"); done
 
 stop() {
-  for name in gateway airflow; do
+  for name in "${processes[@]}"; do
     if [ -f "$state/$name.pid" ]; then
       kill -TERM -- "-$(cat "$state/$name.pid")" 2>/dev/null || true
       rm -f "$state/$name.pid"
     fi
   done
+  if [ -d "$state/services" ]; then bash "$repo/scripts/scale-out-services.sh" stop "$state/services"; fi
 }
 
 if [ "$action" = stop ]; then stop; exit 0; fi
@@ -92,10 +102,40 @@ if [ ! -f "$passwords" ]; then
   chmod 600 "$passwords"
 fi
 
+in_background() {  # in_background NAME COMMAND...: its own process group, log and pid file in the state folder
+  local name=$1; shift
+  setsid "$@" > "$state/$name.log" 2>&1 < /dev/null & echo $! > "$state/$name.pid"
+}
+
 stop
-setsid airflow standalone > "$state/airflow.log" 2>&1 < /dev/null & echo $! > "$state/airflow.pid"
-setsid cloud-deploy gateway --host 127.0.0.1 --port "$gateway_port" > "$state/gateway.log" 2>&1 < /dev/null &
-echo $! > "$state/gateway.pid"
+if [ -n "$scale_out" ]; then
+  "$venv/bin/python" -c 'import airflow.providers.celery, psycopg2' 2>/dev/null \
+    || "$venv/bin/pip" install -q --disable-pip-version-check -e "$repo[scale-out]"
+  eval "$(bash "$repo/scripts/scale-out-services.sh" start "$state/services")"
+  # The processes share the secrets that sign the UI's and the tasks' tokens.
+  [ -f "$state/secrets" ] || printf 'export AIRFLOW__API_AUTH__JWT_SECRET=%s\nexport AIRFLOW__API__SECRET_KEY=%s\n' \
+    "$(python3 -c 'import secrets; print(secrets.token_hex(64))')" "$(python3 -c 'import secrets; print(secrets.token_hex(32))')" \
+    > "$state/secrets"
+  . "$state/secrets"
+  # Each Celery worker's tasks report the worker's own name as their host name (cloud_deploy_provider.workers).
+  export AIRFLOW__CORE__HOSTNAME_CALLABLE=cloud_deploy_provider.workers.worker_hostname
+  export AIRFLOW__CORE__PARALLELISM=${SCALE_OUT_PARALLELISM:-64}
+  export AIRFLOW__API__WORKERS=${AIRFLOW__API__WORKERS:-1}
+  export AIRFLOW__CELERY__WORKER_CONCURRENCY=${WORKER_CONCURRENCY:-8}
+  airflow db migrate > "$state/migrate.log" 2>&1
+  in_background api-server airflow api-server --host 127.0.0.1 --port "$airflow_port"
+  in_background scheduler airflow scheduler
+  in_background dag-processor airflow dag-processor
+  in_background triggerer airflow triggerer
+  for n in $(seq "${CELERY_WORKERS:-2}"); do
+    in_background "worker-$n" env CLOUD_DEPLOY_WORKER_HOSTNAME="worker-$n" \
+      airflow celery worker --celery-hostname "worker-$n@%h" --concurrency "$AIRFLOW__CELERY__WORKER_CONCURRENCY"
+  done
+  in_background gateway cloud-deploy gateway --host 127.0.0.1 --port "$gateway_port" --workers "${GATEWAY_WORKERS:-3}"
+else
+  in_background airflow airflow standalone
+  in_background gateway cloud-deploy gateway --host 127.0.0.1 --port "$gateway_port"
+fi
 
 wait_for() {  # wait_for NAME URL SECONDS
   local deadline=$((SECONDS + $3))
@@ -108,7 +148,7 @@ wait_for() {  # wait_for NAME URL SECONDS
     sleep 1
   done
 }
-wait_for airflow "http://127.0.0.1:$airflow_port/api/v2/monitor/health" 240
+wait_for "$([ -n "$scale_out" ] && echo api-server || echo airflow)" "http://127.0.0.1:$airflow_port/api/v2/monitor/health" 240
 wait_for gateway "http://127.0.0.1:$gateway_port/" 60
 # Build the execution API's routes now, not during the first deploy's first task.
 curl -fsS -o /dev/null "http://127.0.0.1:$airflow_port/execution/health" || true
