@@ -8,7 +8,10 @@ state=$(mkdir -p "${2:?usage: scale-out-services.sh start|stop STATE_DIR}" && cd
 pg_port=${POSTGRES_PORT:-5433}
 redis_port=${REDIS_PORT:-6380}
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
-pg_data=$state/postgres
+# The server runs as the postgres user, which may not enter the state folder (a private temp dir, say):
+# its files live in a folder of its own, named after the state folder.
+pg_home=${POSTGRES_HOME:-/var/tmp/cloud-deploy-postgres-$(printf '%s' "$state" | sha1sum | cut -c1-12)}
+pg_data=$pg_home/data
 
 as_postgres() { runuser -u postgres -- "$@"; }
 
@@ -36,12 +39,12 @@ fi
 
 stop
 if [ ! -f "$pg_data/PG_VERSION" ]; then
-  mkdir -p "$pg_data" && chown postgres "$pg_data" && chmod 700 "$pg_data"
+  mkdir -p "$pg_data" && chown -R postgres "$pg_home" && chmod 700 "$pg_data"
   as_postgres "$pg_bin/initdb" -D "$pg_data" -U postgres --auth=trust >/dev/null
 fi
-chown postgres "$state"  # the server's unix socket lives here
-as_postgres "$pg_bin/pg_ctl" -D "$pg_data" -l "$state/postgres.log" -w \
-  -o "-p $pg_port -c listen_addresses=127.0.0.1 -k $state -c max_connections=300" start >/dev/null
+echo "$pg_home" > "$state/postgres-home"
+as_postgres "$pg_bin/pg_ctl" -D "$pg_data" -l "$pg_home/postgres.log" -w \
+  -o "-p $pg_port -c listen_addresses=127.0.0.1 -k $pg_home -c max_connections=300" start >/dev/null
 psql=(runuser -u postgres -- psql -h 127.0.0.1 -p "$pg_port" -U postgres -v ON_ERROR_STOP=1 -qtA)
 if [ "$("${psql[@]}" -c "select 1 from pg_roles where rolname = 'airflow'")" != 1 ]; then
   "${psql[@]}" -c "create role airflow login password 'airflow'" -c "create database airflow owner airflow" >/dev/null
