@@ -56,5 +56,5 @@ for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break;
 
 echo "export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgresql+psycopg2://airflow:airflow@127.0.0.1:$pg_port/airflow"
 echo "export AIRFLOW__CELERY__BROKER_URL=redis://127.0.0.1:$redis_port/0"
-echo "export AIRFLOW__CELERY__RESULT_BACKEND=db+postgresql://airflow:airflow@127.0.0.1:$pg_port/airflow"
+echo "export AIRFLOW__CELERY__RESULT_BACKEND=db+postgresql+psycopg2://airflow:airflow@127.0.0.1:$pg_port/airflow"
 echo "export AIRFLOW__CORE__EXECUTOR=CeleryExecutor"

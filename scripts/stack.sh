@@ -109,7 +109,7 @@ in_background() {  # in_background NAME COMMAND...: its own process group, log a
 
 stop
 if [ -n "$scale_out" ]; then
-  "$venv/bin/python" -c 'import airflow.providers.celery, psycopg2' 2>/dev/null \
+  "$venv/bin/python" -c 'import airflow.providers.celery.executors.celery_executor, psycopg2, asyncpg' 2>/dev/null \
     || "$venv/bin/pip" install -q --disable-pip-version-check -e "$repo[scale-out]"
   eval "$(bash "$repo/scripts/scale-out-services.sh" start "$state/services")"
   # The processes share the secrets that sign the UI's and the tasks' tokens.

@@ -99,6 +99,17 @@ def test_twenty_concurrent_starts_create_exactly_one_run(client, project):
     assert _runs(DEPLOY_DAG, project) == 1
 
 
+def test_a_start_whose_index_is_behind_still_finds_the_unfinished_run(serialized_dags, project):
+    """Another gateway process (its own index, a refresh behind) queues nothing while the project's run is unfinished:
+    the run ids are numbered, and a new number is only taken after the latest run has finished."""
+    from cloud_deploy_provider.api import runs
+
+    first = runs.trigger(DEPLOY_DAG, project.ref, project.conf)
+    with pytest.raises(runs.RunAlreadyExists):
+        runs.trigger(DEPLOY_DAG, project.ref, project.conf)  # what a process that has not seen `first` would do
+    assert _runs(DEPLOY_DAG, project) == 1 and first.endswith("~000001")
+
+
 def _run_state(dag_id: str, run_id: str) -> str:
     from airflow.models import DagRun
     from airflow.utils.session import create_session

@@ -25,6 +25,9 @@ RUN_KIND = {DEPLOY_DAG: "deploy", UNDEPLOY_DAG: "undeploy"}
 _SEQUENCE = re.compile(r"~(\d+)$")
 
 
+UNFINISHED_STATES = ("queued", "running")
+
+
 class RunAlreadyExists(CloudDeployError):
     """Another process queued the same run id first: the run the caller wanted exists."""
 
@@ -124,7 +127,12 @@ def _xcom_value(value: Any) -> Any:
 
 
 def trigger(dag_id: str, project: ProjectRef, conf: dict[str, Any], user_name: str | None = None) -> str:
-    """Queue a run with the project's next sequence number; raises RunAlreadyExists on a race."""
+    """Queue a run with the project's next sequence number; raises RunAlreadyExists when the project's latest run
+    of ``dag_id`` has not finished, or another process queued the same number first.
+
+    The two checks together keep one run at a time across processes (several gateway workers, the UI), whose
+    indexes may be a refresh behind: two that read the same latest run race for the same run id, which the
+    database lets only one create; one that reads a newer run finds it unfinished."""
     from airflow.api.common.trigger_dag import trigger_dag
     from airflow.exceptions import DagNotFound, DagRunAlreadyExists
     from airflow.models import DagRun
@@ -135,12 +143,15 @@ def trigger(dag_id: str, project: ProjectRef, conf: dict[str, Any], user_name: s
 
     prefix = _run_prefix(dag_id, project)
     with create_session() as session:
-        last = session.scalars(
-            select(DagRun.run_id)
+        latest = session.execute(
+            select(DagRun.run_id, DagRun._state)
             .where(DagRun.dag_id == dag_id, DagRun.run_id.startswith(prefix, autoescape=True))
             .order_by(DagRun.id.desc())
             .limit(1)
         ).first()
+    last, state = (latest[0], str(getattr(latest[1], "value", latest[1]))) if latest else (None, None)
+    if state in UNFINISHED_STATES:
+        raise RunAlreadyExists(last)
     sequence = int(_SEQUENCE.search(last)[1]) + 1 if last and _SEQUENCE.search(last) else 1
     run_id = f"{prefix}{sequence:06d}"
     try:
