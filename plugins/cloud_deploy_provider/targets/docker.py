@@ -131,12 +131,15 @@ class DockerTarget(Target):
     def _swap(self, name: str, current: dict | None, new_id: str) -> None:
         """Replace the old container by the new one, putting the old one back if the new one cannot start.
 
-        The host port can be bound by one container at a time, so the old one stops first.
+        The host port can be bound by one container at a time, so the old one stops first. The new one takes
+        its name before it starts: renaming a container that has just started (and may already have exited)
+        races the engine's network teardown ("sandbox ... not found").
         """
         previous = f"{name}-previous"
         if current:
             self.client.stop(current["Id"], timeout=STOP_TIMEOUT_SECONDS)
             self.client.rename(current["Id"], previous)
+        self.client.rename(new_id, name)
         try:
             self.client.start(new_id)
         except Exception as error:
@@ -146,7 +149,6 @@ class DockerTarget(Target):
                 self.client.start(current["Id"])
             raise DockerTargetError(f"the new container did not start, the previous one was kept: {error}",
                                     retryable=is_transient(error)) from error
-        self.client.rename(new_id, name)
         if current:
             self.client.remove_container(current["Id"], force=True)
 
