@@ -239,3 +239,14 @@ def plan_for(project: Path, text: str = BUILD_SPEC, settings=None):
 
     catalog = load_catalog(REPO / "samples" / "catalog.local.yaml")
     return render_build(parse_spec_text(text), project, settings or BuildSettings(), catalog)
+
+
+def wait_until(condition, seconds: float, what: str):
+    """``condition()``'s first true value, polled until ``seconds`` pass; an AssertionError naming ``what`` then."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not within {seconds} s: {what}")

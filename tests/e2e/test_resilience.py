@@ -9,18 +9,11 @@ import time
 import httpx
 import pytest
 
-from tests.helpers import REPO, SESSION_DIR
+from tests.helpers import REPO, SESSION_DIR, wait_until
 from tests.e2e.stack import EmbeddedStack
-from tests.standins.package_index import GatedPackageIndex
 
 pytestmark = pytest.mark.e2e
 SLOW_START_SECONDS = 50  # readiness that takes about a minute
-
-
-@pytest.fixture(scope="module")
-def package_index():
-    with GatedPackageIndex() as index:
-        yield index
 
 
 @pytest.fixture(scope="module")
@@ -55,23 +48,13 @@ def _with_package(stack: EmbeddedStack, params: dict, distribution: str) -> None
     spec.write_text(spec.read_text().replace("    libs: [python==3.11]", f"    libs: [python==3.11, {distribution}==1.0]"))
 
 
-def _wait_until(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"not within {seconds} s: {what}")
-
-
 def test_slow_readiness_waits_in_the_triggerer_and_does_not_hold_the_two_worker_slots(stack, docker_client):
     slow = [{"user_id": "tango", "project_id": f"slow-start-{n}"} for n in range(3)]
     quick = {"user_id": "tango", "project_id": "quick"}
     for params in slow:
         _slow_to_answer(stack, params)
         assert stack.gateway.get("/start", params=params).text == "started"
-    _wait_until(lambda: all((stack.deploy_task(p) or {}).get("state") == "deferred" for p in slow), 60,
+    wait_until(lambda: all((stack.deploy_task(p) or {}).get("state") == "deferred" for p in slow), 60,
                 "the slow deployments wait in the triggerer")
     assert [stack.word(p) for p in slow] == ["preparing"] * 3
 
@@ -101,7 +84,7 @@ def test_after_the_stack_is_killed_mid_build_the_status_is_truthful_and_the_buil
     _with_package(stack, params, "slow-crash")
     package_index.gate.clear()
     assert stack.gateway.get("/start", params=params).text == "started"
-    _wait_until(lambda: package_index.downloads("slow-crash") >= 1, 120, "pip downloads the package")
+    wait_until(lambda: package_index.downloads("slow-crash") >= 1, 120, "pip downloads the package")
     assert stack.word(params) == "building"
 
     stack.kill()
@@ -150,7 +133,7 @@ def test_a_docker_engine_restart_during_a_build_ends_running_without_a_new_start
     _with_package(stack, params, "slow-engine")
     package_index.gate.clear()
     assert stack.gateway.get("/start", params=params).text == "started"
-    _wait_until(lambda: package_index.downloads("slow-engine") >= 1, 120, "pip downloads the package")
+    wait_until(lambda: package_index.downloads("slow-engine") >= 1, 120, "pip downloads the package")
 
     _restart_docker_engine()
     package_index.gate.set()
@@ -170,7 +153,7 @@ def test_a_stop_during_a_build_answers_at_once_and_leaves_nothing(stack, package
     _with_package(stack, params, "slow-stop")
     package_index.gate.clear()
     assert stack.gateway.get("/start", params=params).text == "started"
-    _wait_until(lambda: package_index.downloads("slow-stop") >= 1, 120, "pip downloads the package")
+    wait_until(lambda: package_index.downloads("slow-stop") >= 1, 120, "pip downloads the package")
     assert stack.word(params) == "building"
 
     started = time.monotonic()

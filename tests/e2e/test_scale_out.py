@@ -15,18 +15,11 @@ import httpx
 import pytest
 
 from tests.e2e.stack import EmbeddedStack
-from tests.helpers import SESSION_DIR, free_port
-from tests.standins.package_index import GatedPackageIndex
+from tests.helpers import SESSION_DIR, free_port, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.scale_out]
 PROJECTS = [{"user_id": "scale", "project_id": f"p{n:02d}"} for n in range(20)]
 WORKERS = {"worker-1", "worker-2"}
-
-
-@pytest.fixture(scope="module")
-def package_index():
-    with GatedPackageIndex() as index:
-        yield index
 
 
 @pytest.fixture(scope="module")
@@ -64,16 +57,6 @@ def _deploy_tasks(stack: EmbeddedStack, params: dict) -> list[tuple]:
 def _containers(docker_client, params: dict) -> list[dict]:
     key = f"{params['user_id']}~{params['project_id']}"
     return docker_client.containers(all=True, filters={"label": f"io.cloud-deploy.key={key}"})
-
-
-def _wait_until(condition, seconds: float, what: str):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"not within {seconds} s: {what}")
 
 
 def test_twenty_projects_deployed_at_once_all_run_and_the_tasks_spread_over_both_workers(stack):
@@ -136,7 +119,7 @@ def test_a_worker_killed_during_a_build_leaves_the_task_to_the_other_worker(stac
     spec.write_text(spec.read_text().replace("    libs: [python==3.11]", "    libs: [python==3.11, slow-crash==1.0]"))
     package_index.gate.clear()
     assert stack.gateway.get("/start", params=params).text == "started"
-    _wait_until(lambda: package_index.downloads("slow-crash") >= 1, 180, "the build reaches pip")
+    wait_until(lambda: package_index.downloads("slow-crash") >= 1, 180, "the build reaches pip")
     [(_, state, host)] = _deploy_tasks(stack, params)
     assert state == "running" and host in WORKERS, (state, host)
 

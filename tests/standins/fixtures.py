@@ -352,6 +352,15 @@ def kubernetes_cluster(docker_client):
 
 
 @pytest.fixture(scope="module")
+def package_index():
+    """A local PyPI index whose packages can be held back (``gate``), to keep a build in pip as long as a test needs."""
+    from tests.standins.package_index import GatedPackageIndex
+
+    with GatedPackageIndex() as index:
+        yield index
+
+
+@pytest.fixture(scope="module")
 def pull_registry():
     """A registry with its own login, for a cluster to pull from; (host, password)."""
     password = secrets.token_urlsafe(12)
